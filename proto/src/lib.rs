@@ -1,1 +1,8 @@
+//! sixfold's gRPC contracts: the `.proto` files under `proto/` and the tonic code generated from
+//! them. This crate holds no logic; every behaviour lives in the crate that implements or calls a
+//! service.
 
+/// `sixfold.log.v1`: the LogService that storage nodes serve for their segments' redo logs.
+pub mod log {
+    tonic::include_proto!("sixfold.log.v1");
+}

@@ -1,0 +1,146 @@
+//! The one client for talking to a storage node's LogService: timeouts, message limits and the
+//! conversion of replies into domain types.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use sixfold_proto::log as pb;
+use sixfold_proto::log::log_service_client::LogServiceClient;
+use tonic::Status;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::declaration::Declaration;
+use crate::limits::{CONNECT_TIMEOUT, GRPC_MESSAGE_BYTES_MAX, RPC_TIMEOUT};
+use crate::segment::{ReadResult, SegmentState};
+use crate::types::{Epoch, Lsn, NodeId, PgId};
+
+#[derive(Clone)]
+pub struct SegmentClient {
+    node: NodeId,
+    addr: String,
+    inner: LogServiceClient<Channel>,
+}
+
+impl std::fmt::Debug for SegmentClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SegmentClient({:?} at {})", self.node, self.addr)
+    }
+}
+
+impl SegmentClient {
+    /// A client that connects on first use and reconnects after failures by itself.
+    pub fn connect_lazy(node: NodeId, addr: &str) -> Result<SegmentClient, Status> {
+        Self::with_timeout(node, addr, RPC_TIMEOUT)
+    }
+
+    pub fn with_timeout(
+        node: NodeId,
+        addr: &str,
+        timeout: Duration,
+    ) -> Result<SegmentClient, Status> {
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| Status::invalid_argument(format!("bad storage address {addr}: {e}")))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(timeout)
+            .tcp_nodelay(true);
+        let inner = LogServiceClient::new(endpoint.connect_lazy())
+            .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);
+        Ok(SegmentClient {
+            node,
+            addr: addr.to_string(),
+            inner,
+        })
+    }
+
+    pub fn node(&self) -> NodeId {
+        self.node
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    pub async fn append(
+        &self,
+        pg: PgId,
+        epoch: Epoch,
+        records: Bytes,
+        vdl_hint: Lsn,
+    ) -> Result<Lsn, Status> {
+        let req = pb::AppendRequest {
+            pg: pg.get(),
+            epoch: epoch.get(),
+            records,
+            vdl_hint: vdl_hint.get(),
+        };
+        let resp = self.inner.clone().append(req).await?.into_inner();
+        Ok(Lsn(resp.scl))
+    }
+
+    pub async fn seal(&self, pg: PgId, epoch: Epoch) -> Result<SegmentState, Status> {
+        let req = pb::SealRequest {
+            pg: pg.get(),
+            epoch: epoch.get(),
+        };
+        state_from_proto(self.inner.clone().seal(req).await?.into_inner())
+    }
+
+    pub async fn truncate(
+        &self,
+        pg: PgId,
+        epoch: Epoch,
+        declaration: &Declaration,
+    ) -> Result<SegmentState, Status> {
+        let req = pb::TruncateRequest {
+            pg: pg.get(),
+            epoch: epoch.get(),
+            declaration: Some(declaration.to_proto()),
+        };
+        state_from_proto(self.inner.clone().truncate(req).await?.into_inner())
+    }
+
+    pub async fn status(&self, pg: PgId) -> Result<SegmentState, Status> {
+        let req = pb::SegmentStatusRequest { pg: pg.get() };
+        state_from_proto(self.inner.clone().segment_status(req).await?.into_inner())
+    }
+
+    pub async fn read(
+        &self,
+        pg: PgId,
+        after: Lsn,
+        through: Lsn,
+        max_bytes: usize,
+    ) -> Result<ReadResult, Status> {
+        let req = pb::ReadRecordsRequest {
+            pg: pg.get(),
+            after_lsn: after.get(),
+            through_lsn: through.get(),
+            max_bytes: max_bytes.min(u32::MAX as usize) as u32,
+        };
+        let resp = self.inner.clone().read_records(req).await?.into_inner();
+        Ok(ReadResult {
+            records: resp.records.to_vec(),
+            more: resp.more,
+            scl: Lsn(resp.scl),
+            base: Lsn(resp.base_lsn),
+        })
+    }
+}
+
+pub fn state_from_proto(p: pb::SegmentState) -> Result<SegmentState, Status> {
+    let declaration = match &p.declaration {
+        Some(d) => Declaration::from_proto(d)
+            .map_err(|m| Status::internal(format!("bad declaration from storage: {m}")))?,
+        None => Declaration::default(),
+    };
+    Ok(SegmentState {
+        pg: PgId(p.pg),
+        epoch: Epoch(p.epoch),
+        scl: Lsn(p.scl),
+        max_lsn: Lsn(p.max_lsn),
+        vdl_hint: Lsn(p.vdl_hint),
+        declaration,
+        record_count: p.record_count,
+    })
+}

@@ -1,0 +1,188 @@
+//! The LogService a storage node serves: one [`Segment`] per PG placed on the node, and a gossip
+//! task per segment that fills its holes from peers.
+//!
+//! Only queue → persist → ack is on the request path; gossip and hint persistence run beside it.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use sixfold_proto::log as pb;
+use sixfold_proto::log::log_service_server::{LogService, LogServiceServer};
+use tonic::{Request, Response, Status};
+
+use crate::client::SegmentClient;
+use crate::declaration::Declaration;
+use crate::error::SegmentError;
+use crate::gossip;
+use crate::limits::{BATCH_BYTES_MAX, GRPC_MESSAGE_BYTES_MAX};
+use crate::placement::Placement;
+use crate::segment::{OpenReport, Origin, Segment};
+use crate::types::{Epoch, Lsn, NodeId, PgId};
+
+/// The segments hosted by one storage node.
+pub struct StorageNode {
+    node: NodeId,
+    segments: HashMap<PgId, Arc<Segment>>,
+}
+
+impl StorageNode {
+    /// Opens every segment `placement` puts on `node`, under `data_dir`.
+    pub fn open(
+        data_dir: &Path,
+        node: NodeId,
+        placement: &Placement,
+    ) -> Result<StorageNode, SegmentError> {
+        let mut segments = HashMap::new();
+        for pg in placement.pgs_on(node) {
+            let (segment, report) =
+                Segment::open(&data_dir.join("segments"), pg.id, placement.pages_of(pg.id))?;
+            log_open_report(node, pg.id, &report);
+            segments.insert(pg.id, Arc::new(segment));
+        }
+        Ok(StorageNode { node, segments })
+    }
+
+    pub fn node(&self) -> NodeId {
+        self.node
+    }
+
+    pub fn segment(&self, pg: PgId) -> Result<&Arc<Segment>, SegmentError> {
+        self.segments.get(&pg).ok_or(SegmentError::UnknownPg(pg))
+    }
+
+    /// Starts one gossip task per segment, pulling from the other five segments of its PG.
+    pub fn spawn_gossip(
+        &self,
+        placement: &Placement,
+    ) -> Result<Vec<tokio::task::JoinHandle<()>>, Status> {
+        let mut tasks = Vec::new();
+        for (pg, segment) in &self.segments {
+            let pg_placement = placement
+                .pg(*pg)
+                .expect("segment opened from this placement");
+            let mut peers = Vec::new();
+            for peer in pg_placement.segments.iter().filter(|n| **n != self.node) {
+                let info = placement.node(*peer).expect("placement validated");
+                peers.push(SegmentClient::connect_lazy(*peer, &info.addr)?);
+            }
+            tasks.push(tokio::spawn(gossip::run(segment.clone(), peers)));
+        }
+        Ok(tasks)
+    }
+
+    pub fn into_service(self: Arc<Self>) -> LogServiceServer<LogServer> {
+        LogServiceServer::new(LogServer { node: self })
+            .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX)
+    }
+}
+
+fn log_open_report(node: NodeId, pg: PgId, report: &OpenReport) {
+    if report.corrupt_skipped > 0 || report.torn_bytes_cut > 0 {
+        tracing::warn!(
+            node = node.get(),
+            pg = pg.get(),
+            ?report,
+            "segment opened with damage repaired"
+        );
+    } else {
+        tracing::info!(
+            node = node.get(),
+            pg = pg.get(),
+            records = report.records,
+            "segment opened"
+        );
+    }
+}
+
+pub struct LogServer {
+    node: Arc<StorageNode>,
+}
+
+/// Runs blocking segment work (file writes with fsync) off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, SegmentError> + Send + 'static,
+) -> Result<T, Status> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(result) => result.map_err(Status::from),
+        Err(e) => Err(Status::internal(format!("segment task failed: {e}"))),
+    }
+}
+
+#[tonic::async_trait]
+impl LogService for LogServer {
+    async fn append(
+        &self,
+        request: Request<pb::AppendRequest>,
+    ) -> Result<Response<pb::AppendResponse>, Status> {
+        let req = request.into_inner();
+        let segment = self.node.segment(PgId(req.pg))?;
+        let records: Bytes = req.records;
+        let origin = Origin::Writer {
+            epoch: Epoch(req.epoch),
+            vdl_hint: Lsn(req.vdl_hint),
+        };
+        let scl = segment.append(&records, origin).await?;
+        Ok(Response::new(pb::AppendResponse { scl: scl.get() }))
+    }
+
+    async fn seal(
+        &self,
+        request: Request<pb::SealRequest>,
+    ) -> Result<Response<pb::SegmentState>, Status> {
+        let req = request.into_inner();
+        let segment = self.node.segment(PgId(req.pg))?.clone();
+        let state = blocking(move || segment.seal(Epoch(req.epoch))).await?;
+        Ok(Response::new(state.to_proto()))
+    }
+
+    async fn truncate(
+        &self,
+        request: Request<pb::TruncateRequest>,
+    ) -> Result<Response<pb::SegmentState>, Status> {
+        let req = request.into_inner();
+        let segment = self.node.segment(PgId(req.pg))?.clone();
+        let declaration = req
+            .declaration
+            .as_ref()
+            .map(Declaration::from_proto)
+            .transpose()
+            .map_err(|m| Status::from(SegmentError::InvalidRequest(m.to_string())))?
+            .ok_or_else(|| {
+                Status::from(SegmentError::InvalidRequest(
+                    "truncate without a declaration".into(),
+                ))
+            })?;
+        let state = blocking(move || segment.truncate(Epoch(req.epoch), declaration)).await?;
+        Ok(Response::new(state.to_proto()))
+    }
+
+    async fn read_records(
+        &self,
+        request: Request<pb::ReadRecordsRequest>,
+    ) -> Result<Response<pb::ReadRecordsResponse>, Status> {
+        let req = request.into_inner();
+        let segment = self.node.segment(PgId(req.pg))?.clone();
+        let max_bytes = (req.max_bytes as usize).clamp(1, BATCH_BYTES_MAX);
+        let result =
+            blocking(move || segment.read(Lsn(req.after_lsn), Lsn(req.through_lsn), max_bytes))
+                .await?;
+        Ok(Response::new(pb::ReadRecordsResponse {
+            records: Bytes::from(result.records),
+            more: result.more,
+            scl: result.scl.get(),
+            base_lsn: result.base.get(),
+        }))
+    }
+
+    async fn segment_status(
+        &self,
+        request: Request<pb::SegmentStatusRequest>,
+    ) -> Result<Response<pb::SegmentState>, Status> {
+        let req = request.into_inner();
+        let segment = self.node.segment(PgId(req.pg))?;
+        Ok(Response::new(segment.state().to_proto()))
+    }
+}
