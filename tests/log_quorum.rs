@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{Cluster, file_len};
+use sixfold_log_service::client::DurableHint;
 use sixfold_log_service::error::{ErrorKind, classify};
 use sixfold_log_service::record::{self, RECORD_HEADER_BYTES};
 use sixfold_log_service::writer::{Commit, QuorumWriter, RecordSpec, WriterConfig, WriterError};
@@ -378,13 +379,23 @@ async fn older_epoch_writer_is_refused_everywhere() {
     for i in 0..6 {
         let status = cluster
             .client(i)
-            .append(PgId(0), old.epoch(), Bytes::from(raw.clone()), Lsn::ZERO)
+            .append(
+                PgId(0),
+                old.epoch(),
+                Bytes::from(raw.clone()),
+                DurableHint::default(),
+            )
             .await
             .unwrap_err();
         assert_eq!(classify(&status), ErrorKind::Fenced, "node {i}: {status:?}");
         let status = cluster
             .client(i)
-            .append(PgId(0), Epoch(0), Bytes::from(raw.clone()), Lsn::ZERO)
+            .append(
+                PgId(0),
+                Epoch(0),
+                Bytes::from(raw.clone()),
+                DurableHint::default(),
+            )
             .await
             .unwrap_err();
         assert_eq!(classify(&status), ErrorKind::Fenced, "node {i}: {status:?}");

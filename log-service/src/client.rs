@@ -14,6 +14,14 @@ use crate::limits::{CONNECT_TIMEOUT, GRPC_MESSAGE_BYTES_MAX, RPC_TIMEOUT};
 use crate::segment::{ReadResult, SegmentState};
 use crate::types::{Epoch, Lsn, NodeId, PgId};
 
+/// What a writer tells a segment with every append: its VDL, and the PG's last record at that
+/// moment (so the segment knows when it holds everything of the PG up to that VDL).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DurableHint {
+    pub vdl: Lsn,
+    pub pg_tail: Lsn,
+}
+
 #[derive(Clone)]
 pub struct SegmentClient {
     node: NodeId,
@@ -66,13 +74,14 @@ impl SegmentClient {
         pg: PgId,
         epoch: Epoch,
         records: Bytes,
-        vdl_hint: Lsn,
+        hint: DurableHint,
     ) -> Result<Lsn, Status> {
         let req = pb::AppendRequest {
             pg: pg.get(),
             epoch: epoch.get(),
             records,
-            vdl_hint: vdl_hint.get(),
+            vdl_hint: hint.vdl.get(),
+            pg_tail: hint.pg_tail.get(),
         };
         let resp = self.inner.clone().append(req).await?.into_inner();
         Ok(Lsn(resp.scl))
@@ -142,5 +151,6 @@ pub fn state_from_proto(p: pb::SegmentState) -> Result<SegmentState, Status> {
         vdl_hint: Lsn(p.vdl_hint),
         declaration,
         record_count: p.record_count,
+        complete_lsn: Lsn(p.complete_lsn),
     })
 }

@@ -51,3 +51,9 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 pub const RECONNECT_BACKOFF_MAX: Duration = Duration::from_millis(500);
 /// How often a writer refreshes the SCL of a segment it is waiting on.
 pub const SCL_POLL_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Records a segment's hot log may hold above what the page materializer has applied before
+/// writer appends wait: the back-pressure that reaches the writer through its LAL.
+pub const UNMATERIALIZED_RECORDS_MAX: usize = 1024 * 1024;
+/// How long a writer append waits for materialization before it is refused (transient).
+pub const MATERIALIZE_WAIT_MAX: Duration = Duration::from_secs(2);

@@ -32,11 +32,15 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use sixfold_proto::log as pb;
+use tokio::sync::watch;
 
 use crate::declaration::Declaration;
 use crate::error::SegmentError;
 use crate::flusher::Flusher;
-use crate::limits::{SEGMENT_RECORDS_MAX, VDL_HINT_PERSIST_INTERVAL};
+use crate::limits::{
+    MATERIALIZE_WAIT_MAX, SEGMENT_RECORDS_MAX, UNMATERIALIZED_RECORDS_MAX,
+    VDL_HINT_PERSIST_INTERVAL,
+};
 use crate::record::{self, RecordView};
 use crate::types::{Epoch, Lsn, PgId};
 
@@ -61,7 +65,12 @@ pub struct SegmentMeta {
 /// Who is appending: the writer (checked against the epoch) or a peer through gossip.
 #[derive(Debug, Clone, Copy)]
 pub enum Origin {
-    Writer { epoch: Epoch, vdl_hint: Lsn },
+    Writer {
+        epoch: Epoch,
+        vdl_hint: Lsn,
+        /// The PG's last record when `vdl_hint` was taken (see `complete_lsn`).
+        pg_tail: Lsn,
+    },
     Gossip,
 }
 
@@ -84,6 +93,9 @@ pub struct SegmentState {
     pub vdl_hint: Lsn,
     pub declaration: Declaration,
     pub record_count: u64,
+    /// Every record of the PG at or below this LSN is held: SCL, or more once the writer said
+    /// the PG has nothing between SCL and its VDL. GetPage may serve any LSN up to it.
+    pub complete_lsn: Lsn,
 }
 
 impl SegmentState {
@@ -96,6 +108,7 @@ impl SegmentState {
             vdl_hint: self.vdl_hint.get(),
             declaration: Some(self.declaration.to_proto()),
             record_count: self.record_count,
+            complete_lsn: self.complete_lsn.get(),
         }
     }
 }
@@ -114,6 +127,8 @@ struct Inner {
     end_offset: u64,
     index: BTreeMap<Lsn, Entry>,
     scl: Lsn,
+    /// See [`SegmentState::complete_lsn`]; not persisted: the writer repeats it.
+    complete: Lsn,
     meta: SegmentMeta,
     persisted_vdl_hint: Lsn,
     hint_persisted_at: Instant,
@@ -127,6 +142,10 @@ pub struct Segment {
     read_file: File,
     inner: Mutex<Inner>,
     flusher: Flusher,
+    /// SCL after every change, for whoever consumes the log (the page materializer).
+    scl_tx: watch::Sender<Lsn>,
+    /// The LSN up to which a consumer has materialized this segment; None: no consumer, no gate.
+    materialized_tx: watch::Sender<Option<Lsn>>,
 }
 
 impl Segment {
@@ -211,13 +230,17 @@ impl Segment {
             end_offset,
             index,
             scl: Lsn::ZERO,
+            complete: Lsn::ZERO,
             persisted_vdl_hint: meta.vdl_hint,
             meta,
             hint_persisted_at: Instant::now(),
         };
         inner.recompute_scl();
+        let scl_tx = watch::Sender::new(inner.scl);
         Ok((
             Segment {
+                scl_tx,
+                materialized_tx: watch::Sender::new(None),
                 pg,
                 pages,
                 log_path,
@@ -232,6 +255,64 @@ impl Segment {
 
     pub fn pg(&self) -> PgId {
         self.pg
+    }
+
+    /// The pages this segment's PG owns.
+    pub fn pages(&self) -> Range<u64> {
+        self.pages.clone()
+    }
+
+    /// Watches SCL: changes whenever records become durable and chained (or are dropped).
+    pub fn subscribe_scl(&self) -> watch::Receiver<Lsn> {
+        self.scl_tx.subscribe()
+    }
+
+    /// A consumer reports how far it has materialized the log. From the first report on, writer
+    /// appends wait (bounded) while more than [`UNMATERIALIZED_RECORDS_MAX`] records lie above
+    /// it, so a hot log that outgrows materialization slows the writer through its LAL.
+    pub fn note_materialized(&self, lsn: Lsn) {
+        self.materialized_tx.send_if_modified(|m| {
+            let changed = m.is_none_or(|old| lsn > old);
+            if changed {
+                *m = Some(lsn);
+            }
+            changed
+        });
+    }
+
+    fn unmaterialized(&self, materialized: Lsn) -> usize {
+        let inner = self.lock();
+        inner
+            .index
+            .range((Bound::Excluded(materialized), Bound::Unbounded))
+            .take(UNMATERIALIZED_RECORDS_MAX + 1)
+            .count()
+    }
+
+    async fn wait_for_materialization(&self) -> Result<(), SegmentError> {
+        let mut rx = self.materialized_tx.subscribe();
+        let deadline = tokio::time::Instant::now() + MATERIALIZE_WAIT_MAX;
+        loop {
+            let Some(materialized) = *rx.borrow_and_update() else {
+                return Ok(());
+            };
+            if self.unmaterialized(materialized) <= UNMATERIALIZED_RECORDS_MAX {
+                return Ok(());
+            }
+            if tokio::time::timeout_at(deadline, rx.changed())
+                .await
+                .is_err()
+            {
+                return Err(SegmentError::Full(
+                    "materialization is behind the hot log".into(),
+                ));
+            }
+        }
+    }
+
+    fn publish_scl(&self, scl: Lsn) {
+        self.scl_tx
+            .send_if_modified(|s| std::mem::replace(s, scl) != scl);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -249,6 +330,7 @@ impl Segment {
             vdl_hint: inner.meta.vdl_hint,
             declaration: inner.meta.declaration.clone(),
             record_count: inner.index.len() as u64,
+            complete_lsn: inner.complete.max(inner.scl),
         }
     }
 
@@ -266,6 +348,9 @@ impl Segment {
     /// are durable. Records already held or covered by the declaration are skipped.
     pub async fn append(&self, records: &[u8], origin: Origin) -> Result<Lsn, SegmentError> {
         let views = record::decode_all(records)?;
+        if matches!(origin, Origin::Writer { .. }) {
+            self.wait_for_materialization().await?;
+        }
         for v in &views {
             if !self.pages.contains(&v.header.page_id.get()) {
                 return Err(SegmentError::WrongPg {
@@ -277,9 +362,15 @@ impl Segment {
         }
         let (target, fresh) = {
             let mut inner = self.lock();
-            if let Origin::Writer { epoch, vdl_hint } = origin {
+            if let Origin::Writer {
+                epoch,
+                vdl_hint,
+                pg_tail,
+            } = origin
+            {
                 inner.check_writer_epoch(epoch)?;
                 inner.meta.vdl_hint = inner.meta.vdl_hint.max(vdl_hint);
+                inner.note_complete(pg_tail, vdl_hint);
             }
             if self.flusher.progress().failed {
                 return Err(SegmentError::Failed("an earlier fsync failed".into()));
@@ -334,7 +425,14 @@ impl Segment {
             }
         }
         inner.advance_scl();
-        if let Origin::Writer { epoch, .. } = origin {
+        self.publish_scl(inner.scl);
+        if let Origin::Writer {
+            epoch,
+            vdl_hint,
+            pg_tail,
+        } = origin
+        {
+            inner.note_complete(pg_tail, vdl_hint);
             // Sealed by a newer writer while this append was on its way to disk: the records are
             // kept (the new writer's truncation decides their fate) but the old writer must not
             // count this ack.
@@ -390,6 +488,7 @@ impl Segment {
             if meta != inner.meta {
                 inner.persist_meta(&self.meta_path, meta)?;
                 inner.drop_declared();
+                self.publish_scl(inner.scl);
             }
         }
         Ok(self.state())
@@ -406,6 +505,7 @@ impl Segment {
         meta.declaration = declaration;
         inner.persist_meta(&self.meta_path, meta)?;
         inner.drop_declared();
+        self.publish_scl(inner.scl);
         Ok(true)
     }
 
@@ -482,6 +582,7 @@ impl Segment {
                 inner.index.remove(lsn);
             }
             inner.recompute_scl();
+            self.publish_scl(inner.scl);
         }
         Ok(ReadResult {
             records: out,
@@ -510,6 +611,13 @@ impl Inner {
         Ok(())
     }
 
+    /// The writer said the PG's records at or below `vdl_hint` end at `pg_tail`.
+    fn note_complete(&mut self, pg_tail: Lsn, vdl_hint: Lsn) {
+        if self.scl >= pg_tail {
+            self.complete = self.complete.max(vdl_hint);
+        }
+    }
+
     /// Extends SCL along the backlink chain from where it is.
     fn advance_scl(&mut self) {
         let mut scl = self.scl;
@@ -531,6 +639,7 @@ impl Inner {
         let declaration = &self.meta.declaration;
         self.index.retain(|lsn, _| !declaration.covers(*lsn));
         self.recompute_scl();
+        self.complete = self.scl;
     }
 
     fn persist_meta(&mut self, path: &Path, meta: SegmentMeta) -> Result<(), SegmentError> {

@@ -123,6 +123,7 @@ impl LogService for LogServer {
         let origin = Origin::Writer {
             epoch: Epoch(req.epoch),
             vdl_hint: Lsn(req.vdl_hint),
+            pg_tail: Lsn(req.pg_tail),
         };
         let scl = segment.append(&records, origin).await?;
         Ok(Response::new(pb::AppendResponse { scl: scl.get() }))

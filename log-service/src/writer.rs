@@ -26,7 +26,7 @@ use thiserror::Error;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::client::SegmentClient;
+use crate::client::{DurableHint, SegmentClient};
 use crate::declaration::Declaration;
 use crate::error::{ErrorKind, classify};
 use crate::limits::{
@@ -456,7 +456,7 @@ impl Shared {
     }
 
     /// The next batch for a segment whose cursor is at `cursor`: records queued above it.
-    fn batch_after(&self, pg: usize, cursor: Lsn) -> Option<(Lsn, Bytes, Lsn)> {
+    fn batch_after(&self, pg: usize, cursor: Lsn) -> Option<(Lsn, Bytes, DurableHint)> {
         let st = self.lock();
         let p = &st.pgs[pg];
         let start = p.buffer.partition_point(|(l, _)| *l <= cursor);
@@ -472,12 +472,20 @@ impl Shared {
             buf.extend_from_slice(bytes);
             last = *lsn;
         }
-        Some((last, Bytes::from(buf), st.vdl))
+        Some((last, Bytes::from(buf), Self::hint(&st, pg)))
     }
 
-    fn behind(&self, pg: usize, i: usize) -> bool {
+    fn hint(st: &State, pg: usize) -> DurableHint {
+        DurableHint {
+            vdl: st.vdl,
+            pg_tail: st.pgs[pg].tail,
+        }
+    }
+
+    /// For an idle sender: whether its segment is behind the PG's tail, and the current hint.
+    fn idle_view(&self, pg: usize, i: usize) -> (bool, DurableHint) {
         let st = self.lock();
-        st.pgs[pg].scl[i] < st.pgs[pg].tail
+        (st.pgs[pg].scl[i] < st.pgs[pg].tail, Self::hint(&st, pg))
     }
 
     fn is_fenced(&self) -> bool {
@@ -492,6 +500,8 @@ async fn send_loop(shared: Arc<Shared>, pg: PgId, i: usize, client: SegmentClien
     let mut established = false;
     let mut backoff = Duration::from_millis(10);
     let mut queued = shared.queued[pgi].subscribe();
+    // The VDL this segment was last told; an idle segment is told again when it moves.
+    let mut hinted = Lsn::ZERO;
     loop {
         if shared.is_fenced() {
             return;
@@ -504,23 +514,33 @@ async fn send_loop(shared: Arc<Shared>, pg: PgId, i: usize, client: SegmentClien
                     established = true;
                     s.scl
                 })
-        } else if let Some((last, bytes, vdl)) = shared.batch_after(pgi, cursor) {
-            let r = client.append(pg, shared.epoch, bytes, vdl).await;
+        } else if let Some((last, bytes, hint)) = shared.batch_after(pgi, cursor) {
+            let r = client.append(pg, shared.epoch, bytes, hint).await;
             if r.is_ok() {
                 cursor = last;
+                hinted = hint.vdl;
             }
             r
         } else {
-            // Nothing to send: wait for new records, and meanwhile keep the SCL of a segment
-            // that is catching up by gossip fresh, or commits would wait on a stale view.
+            // Nothing to send: wait for new records. Meanwhile keep the SCL of a segment that
+            // is catching up by gossip fresh (or commits would wait on a stale view), and tell
+            // an idle segment the VDL moved, so it knows it is complete up to it.
             tokio::select! {
                 _ = queued.changed() => continue,
                 _ = tokio::time::sleep(SCL_POLL_INTERVAL) => {}
             }
-            if !shared.behind(pgi, i) {
+            let (behind, hint) = shared.idle_view(pgi, i);
+            if behind {
+                client.status(pg).await.map(|s| s.scl)
+            } else if hint.vdl > hinted {
+                let r = client.append(pg, shared.epoch, Bytes::new(), hint).await;
+                if r.is_ok() {
+                    hinted = hint.vdl;
+                }
+                r
+            } else {
                 continue;
             }
-            client.status(pg).await.map(|s| s.scl)
         };
         match result {
             Ok(scl) => {
