@@ -14,18 +14,33 @@ fn chain(from: u64, to: u64) -> Vec<u8> {
     let mut buf = Vec::new();
     for lsn in from..=to {
         let prev = if lsn == 1 { 0 } else { lsn - 1 };
-        record::encode(&mut buf, Lsn(lsn), Lsn(prev), PageId(lsn % 100), FLAG_CPL, 1, format!("r{lsn}").as_bytes());
+        record::encode(
+            &mut buf,
+            Lsn(lsn),
+            Lsn(prev),
+            PageId(lsn % 100),
+            FLAG_CPL,
+            1,
+            format!("r{lsn}").as_bytes(),
+        );
     }
     buf
 }
 
 fn writer(epoch: u64) -> Origin {
-    Origin::Writer { epoch: Epoch(epoch), vdl_hint: Lsn::ZERO, pg_tail: Lsn::ZERO }
+    Origin::Writer {
+        epoch: Epoch(epoch),
+        vdl_hint: Lsn::ZERO,
+        pg_tail: Lsn::ZERO,
+    }
 }
 
 fn established(dir: &std::path::Path, epoch: u64) -> Segment {
     let (seg, _) = Segment::open(dir, PgId(0), PAGES).unwrap();
-    let decl = Declaration { epoch: Epoch(epoch), ranges: vec![] };
+    let decl = Declaration {
+        epoch: Epoch(epoch),
+        ranges: vec![],
+    };
     seg.truncate(Epoch(epoch), decl).unwrap();
     seg
 }
@@ -38,19 +53,38 @@ async fn epochs_fence_and_must_be_established() {
     let (seg, _) = Segment::open(dir.path(), PgId(0), PAGES).unwrap();
     let err = seg.append(&chain(1, 3), writer(1)).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::EpochNotEstablished);
-    seg.truncate(Epoch(1), Declaration { epoch: Epoch(1), ranges: vec![] }).unwrap();
+    seg.truncate(
+        Epoch(1),
+        Declaration {
+            epoch: Epoch(1),
+            ranges: vec![],
+        },
+    )
+    .unwrap();
     assert_eq!(seg.append(&chain(1, 3), writer(1)).await.unwrap(), Lsn(3));
     seg.seal(Epoch(2)).unwrap();
     let err = seg.append(&chain(4, 5), writer(1)).await.unwrap_err();
     assert!(matches!(err, SegmentError::Fenced { .. }), "{err}");
-    assert!(matches!(seg.seal(Epoch(1)), Err(SegmentError::Fenced { .. })));
+    assert!(matches!(
+        seg.seal(Epoch(1)),
+        Err(SegmentError::Fenced { .. })
+    ));
     // Sealed but not yet truncated by epoch 2: its writer must establish first.
-    assert_eq!(seg.append(&chain(4, 5), writer(2)).await.unwrap_err().kind(), ErrorKind::EpochNotEstablished);
+    assert_eq!(
+        seg.append(&chain(4, 5), writer(2))
+            .await
+            .unwrap_err()
+            .kind(),
+        ErrorKind::EpochNotEstablished
+    );
     // Epoch survives a restart.
     drop(seg);
     let (seg, _) = Segment::open(dir.path(), PgId(0), PAGES).unwrap();
     assert_eq!(seg.state().epoch, Epoch(2));
-    assert!(matches!(seg.append(&chain(4, 5), writer(1)).await, Err(SegmentError::Fenced { .. })));
+    assert!(matches!(
+        seg.append(&chain(4, 5), writer(1)).await,
+        Err(SegmentError::Fenced { .. })
+    ));
 }
 
 /// Proves: a record for a page outside the PG, or with a bad CRC, is refused whole and nothing
@@ -62,10 +96,16 @@ async fn bad_records_are_refused_whole() {
     let mut bad = chain(1, 3);
     let last = bad.len() - 1;
     bad[last] ^= 1;
-    assert_eq!(seg.append(&bad, writer(1)).await.unwrap_err().kind(), ErrorKind::Rejected);
+    assert_eq!(
+        seg.append(&bad, writer(1)).await.unwrap_err().kind(),
+        ErrorKind::Rejected
+    );
     let mut foreign = Vec::new();
     record::encode(&mut foreign, Lsn(1), Lsn(0), PageId(500), 0, 1, b"x");
-    assert!(matches!(seg.append(&foreign, writer(1)).await, Err(SegmentError::WrongPg { .. })));
+    assert!(matches!(
+        seg.append(&foreign, writer(1)).await,
+        Err(SegmentError::WrongPg { .. })
+    ));
     assert_eq!(seg.state().record_count, 0);
 }
 
@@ -78,8 +118,14 @@ async fn scl_follows_backlinks_across_holes() {
     assert_eq!(seg.append(&chain(1, 2), writer(1)).await.unwrap(), Lsn(2));
     assert_eq!(seg.append(&chain(5, 7), writer(1)).await.unwrap(), Lsn(2));
     assert_eq!(seg.first_held_above_scl(), Some(Lsn(5)));
-    assert_eq!(seg.append(&chain(3, 4), Origin::Gossip).await.unwrap(), Lsn(7));
-    assert_eq!(seg.append(&chain(1, 7), Origin::Gossip).await.unwrap(), Lsn(7));
+    assert_eq!(
+        seg.append(&chain(3, 4), Origin::Gossip).await.unwrap(),
+        Lsn(7)
+    );
+    assert_eq!(
+        seg.append(&chain(1, 7), Origin::Gossip).await.unwrap(),
+        Lsn(7)
+    );
     assert_eq!(seg.state().record_count, 7);
 }
 
@@ -111,10 +157,17 @@ async fn reopen_cuts_torn_tail_and_skips_corruption() {
     let state = seg.state();
     assert_eq!((state.scl, state.record_count), (Lsn(3), 9));
     let served = seg.read(Lsn::ZERO, Lsn::MAX, 1 << 20).unwrap();
-    let lsns: Vec<u64> = record::decode_all(&served.records).unwrap().iter().map(|r| r.header.lsn.get()).collect();
+    let lsns: Vec<u64> = record::decode_all(&served.records)
+        .unwrap()
+        .iter()
+        .map(|r| r.header.lsn.get())
+        .collect();
     assert_eq!(lsns, vec![1, 2, 3, 5, 6, 7, 8, 9, 10]);
     // A peer's good copy fills the hole.
-    assert_eq!(seg.append(&chain(4, 4), Origin::Gossip).await.unwrap(), Lsn(10));
+    assert_eq!(
+        seg.append(&chain(4, 4), Origin::Gossip).await.unwrap(),
+        Lsn(10)
+    );
 }
 
 /// Proves: a truncation declaration drops its range at once and after a restart, a newer
@@ -125,7 +178,13 @@ async fn truncation_is_durable_and_replaced_by_newer_declarations() {
     let dir = tempfile::tempdir().unwrap();
     let seg = established(dir.path(), 1);
     seg.append(&chain(1, 10), writer(1)).await.unwrap();
-    let first = Declaration { epoch: Epoch(2), ranges: vec![TruncatedRange { after: Lsn(6), through: Lsn(100) }] };
+    let first = Declaration {
+        epoch: Epoch(2),
+        ranges: vec![TruncatedRange {
+            after: Lsn(6),
+            through: Lsn(100),
+        }],
+    };
     let state = seg.truncate(Epoch(2), first.clone()).unwrap();
     assert_eq!((state.scl, state.record_count), (Lsn(6), 6));
     drop(seg);
@@ -133,13 +192,22 @@ async fn truncation_is_durable_and_replaced_by_newer_declarations() {
     assert_eq!(report.truncated_dropped, 4);
     assert_eq!(seg.state().scl, Lsn(6));
     // Gossip from a stale peer cannot bring a truncated record back.
-    assert_eq!(seg.append(&chain(7, 8), Origin::Gossip).await.unwrap(), Lsn(6));
+    assert_eq!(
+        seg.append(&chain(7, 8), Origin::Gossip).await.unwrap(),
+        Lsn(6)
+    );
     // The new writer continues above the range, linking to the last surviving record.
     let mut next = Vec::new();
     record::encode(&mut next, Lsn(101), Lsn(6), PageId(1), FLAG_CPL, 1, b"new");
     assert_eq!(seg.append(&next, writer(2)).await.unwrap(), Lsn(101));
     // An older declaration is ignored; a newer one wins wholesale.
-    let older = Declaration { epoch: Epoch(1), ranges: vec![TruncatedRange { after: Lsn(0), through: Lsn(200) }] };
+    let older = Declaration {
+        epoch: Epoch(1),
+        ranges: vec![TruncatedRange {
+            after: Lsn(0),
+            through: Lsn(200),
+        }],
+    };
     seg.truncate(Epoch(2), older).unwrap();
     assert_eq!(seg.state().record_count, 7);
     assert!(seg.adopt_declaration(first).is_ok_and(|changed| !changed));
@@ -152,9 +220,17 @@ async fn complete_lsn_needs_the_pg_tail() {
     let dir = tempfile::tempdir().unwrap();
     let seg = established(dir.path(), 1);
     seg.append(&chain(1, 3), writer(1)).await.unwrap();
-    let hint = |tail: u64, vdl: u64| Origin::Writer { epoch: Epoch(1), vdl_hint: Lsn(vdl), pg_tail: Lsn(tail) };
+    let hint = |tail: u64, vdl: u64| Origin::Writer {
+        epoch: Epoch(1),
+        vdl_hint: Lsn(vdl),
+        pg_tail: Lsn(tail),
+    };
     seg.append(&[], hint(5, 50)).await.unwrap();
-    assert_eq!(seg.state().complete_lsn, Lsn(3), "the PG has records this segment lacks");
+    assert_eq!(
+        seg.state().complete_lsn,
+        Lsn(3),
+        "the PG has records this segment lacks"
+    );
     seg.append(&[], hint(3, 50)).await.unwrap();
     assert_eq!(seg.state().complete_lsn, Lsn(50));
 }
