@@ -6,6 +6,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         // Redo travels as `Bytes` so a batch is shared, not copied, on its way to six segments.
         .bytes(".")
-        .compile_protos(&["proto/log.proto"], &["proto"])?;
+        .compile_protos(
+            &["proto/log.proto", "proto/meta.proto", "proto/page.proto"],
+            &["proto"],
+        )?;
     Ok(())
 }

@@ -23,6 +23,9 @@ pub struct StorageArgs {
     /// JSON file with the nodes and the PG placement (until the meta service owns it).
     #[arg(long)]
     pub placement: PathBuf,
+    /// Page materialization, GetPage and object storage.
+    #[command(flatten)]
+    pub pages: sixfold_storage::config::PageArgs,
 }
 
 pub async fn run(args: StorageArgs) -> anyhow::Result<()> {
@@ -43,16 +46,24 @@ pub async fn run(args: StorageArgs) -> anyhow::Result<()> {
             .with_context(|| format!("while opening segments in {}", args.data_dir.display()))?,
     );
     let _gossip = storage.spawn_gossip(&placement)?;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("while binding {listen}"))?;
+    let pages = sixfold_storage::node::PageNode::start(
+        &storage,
+        &placement,
+        node,
+        &args.data_dir,
+        &args.pages,
+    )
+    .await
+    .context("while starting the page service")?;
+    // Nagle's algorithm with delayed ACKs stalls small request/ack exchanges by ~40 ms.
+    let incoming = tonic::transport::server::TcpIncoming::bind(listen)
+        .with_context(|| format!("while binding {listen}"))?
+        .with_nodelay(Some(true));
     tracing::info!(node = node.get(), %listen, "storage node serving");
     tonic::transport::Server::builder()
         .add_service(storage.into_service())
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            shutdown_signal(),
-        )
+        .add_service(pages.service())
+        .serve_with_incoming_shutdown(incoming, shutdown_signal())
         .await
         .context("while serving")?;
     tracing::info!(node = node.get(), "storage node stopped");

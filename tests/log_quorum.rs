@@ -42,6 +42,13 @@ async fn remember(acked: &Acked, commit: Commit, specs: Vec<RecordSpec>) {
     }
 }
 
+/// Fails the test with `what` if `fut` does not finish within a minute, instead of hanging.
+async fn bounded<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(60), fut)
+        .await
+        .unwrap_or_else(|_| panic!("{what} hung"))
+}
+
 async fn open_writer(cluster: &Cluster) -> QuorumWriter {
     tokio::time::timeout(
         Duration::from_secs(90),
@@ -353,10 +360,14 @@ async fn writer_restart_truncates_records_that_were_not_durable() {
 async fn older_epoch_writer_is_refused_everywhere() {
     let cluster = Cluster::start(1, PAGES_PER_PG).await;
     let old = open_writer(&cluster).await;
-    old.commit(&mtr("old", 0, 1, 2)).await.unwrap();
+    bounded("old commit", old.commit(&mtr("old", 0, 1, 2)))
+        .await
+        .unwrap();
     let new = open_writer(&cluster).await;
     assert!(new.epoch() > old.epoch());
-    new.commit(&mtr("new", 0, 1, 2)).await.unwrap();
+    bounded("new commit", new.commit(&mtr("new", 0, 1, 2)))
+        .await
+        .unwrap();
 
     let late = mtr("late", 0, 1, 1);
     match tokio::time::timeout(Duration::from_secs(30), old.commit(&late))
@@ -409,5 +420,7 @@ async fn older_epoch_writer_is_refused_everywhere() {
             );
         }
     }
-    new.commit(&mtr("new", 1, 1, 2)).await.unwrap();
+    bounded("last commit", new.commit(&mtr("new", 1, 1, 2)))
+        .await
+        .unwrap();
 }

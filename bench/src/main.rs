@@ -1,1 +1,47 @@
-fn main() {}
+//! `sixfold-bench`: load harnesses that print sixfold's numbers next to a baseline measured in
+//! the same run on the same machine, so every result reads as a ratio rather than a bare number.
+//!
+//! - [`log_bench`]: `sixfold-bench log`, the log path (quorum writer → six storage processes)
+//!   against one local file with group commit.
+//! - [`procs`]: starting and stopping real `sixfold storage` processes.
+//! - [`local_log`]: the one-file group-commit baseline.
+//!
+//! The harness talks to storage only through the public quorum writer, as compute does; it must
+//! not reach into storage internals, or it would measure something compute cannot get.
+
+use mimalloc::MiMalloc;
+
+#[global_allocator]
+static GLOBAL: MiMalloc = MiMalloc;
+
+mod local_log;
+mod log_bench;
+mod procs;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "sixfold-bench",
+    version,
+    about = "Benchmarks for sixfold, each against a baseline"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The log path: six `sixfold storage` processes (4/6 quorum, fsync) vs one local file
+    /// (fsync), same commits, same batching, same disk.
+    Log(log_bench::LogArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Runtime::new()?;
+    match cli.command {
+        Command::Log(args) => runtime.block_on(log_bench::run(args)),
+    }
+}

@@ -25,4 +25,4 @@ pub mod server;
 pub mod types;
 pub mod writer;
 
-pub use types::{Epoch, Lsn, NodeId, PageId, PgId};
+pub use types::{Epoch, Lsn, NodeId, PageId, PgId, VolumeId};

@@ -23,6 +23,10 @@ const _: () = assert!(BATCH_BYTES_MAX >= RECORD_BYTES_MAX);
 /// gRPC message limit: a batch plus framing.
 pub const GRPC_MESSAGE_BYTES_MAX: usize = BATCH_BYTES_MAX + 64 * 1024;
 
+/// Appends a writer keeps in flight to one segment: while one batch waits for its fsync, the
+/// next is already on its way and joins the following fsync.
+pub const APPENDS_IN_FLIGHT_MAX: usize = 4;
+
 /// LSN allocation limit: the writer never allocates beyond VDL + LAL.
 pub const LAL_LSNS: u64 = 64 * 1024;
 /// Records in one mini-transaction.

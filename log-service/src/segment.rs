@@ -348,8 +348,23 @@ impl Segment {
     /// are durable. Records already held or covered by the declaration are skipped.
     pub async fn append(&self, records: &[u8], origin: Origin) -> Result<Lsn, SegmentError> {
         let views = record::decode_all(records)?;
-        if matches!(origin, Origin::Writer { .. }) {
-            self.wait_for_materialization().await?;
+        if let Origin::Writer {
+            epoch,
+            vdl_hint,
+            pg_tail,
+        } = origin
+        {
+            // Record what the writer knows before any wait: the materializer may be waiting
+            // for exactly this hint to make progress.
+            {
+                let mut inner = self.lock();
+                inner.check_writer_epoch(epoch)?;
+                inner.meta.vdl_hint = inner.meta.vdl_hint.max(vdl_hint);
+                inner.note_complete(pg_tail, vdl_hint);
+            }
+            if !views.is_empty() {
+                self.wait_for_materialization().await?;
+            }
         }
         for v in &views {
             if !self.pages.contains(&v.header.page_id.get()) {
@@ -582,6 +597,7 @@ impl Segment {
                 inner.index.remove(lsn);
             }
             inner.recompute_scl();
+            inner.complete = inner.scl;
             self.publish_scl(inner.scl);
         }
         Ok(ReadResult {

@@ -58,9 +58,15 @@ newtype!(
     "node:"
 );
 newtype!(
-    /// Volume epoch: bumped each time a writer takes over. Storage refuses any lower epoch.
+    /// A version number: the volume epoch (bumped each time a writer takes over; storage refuses
+    /// any lower one) or a PG's membership epoch (bumped at each change of its segment set).
     Epoch(u64),
     "epoch:"
+);
+newtype!(
+    /// One database's pages.
+    VolumeId(u64),
+    "volume:"
 );
 
 impl Lsn {
@@ -74,4 +80,10 @@ impl Lsn {
 
 impl Epoch {
     pub const ZERO: Epoch = Epoch(0);
+
+    /// The epoch after this one. Panics on overflow: 2^64 takeovers cannot happen, so reaching
+    /// it means the stored state is broken.
+    pub fn next(self) -> Epoch {
+        Epoch(self.0.checked_add(1).expect("epoch overflow"))
+    }
 }

@@ -22,6 +22,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use thiserror::Error;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -30,8 +32,9 @@ use crate::client::{DurableHint, SegmentClient};
 use crate::declaration::Declaration;
 use crate::error::{ErrorKind, classify};
 use crate::limits::{
-    BATCH_BYTES_MAX, LAL_LSNS, MTR_RECORDS_MAX, RECONNECT_BACKOFF_MAX, RECORD_PAYLOAD_BYTES_MAX,
-    SCL_POLL_INTERVAL, SEGMENTS_PER_PG, WRITE_QUORUM, WRITER_RETAIN_BYTES_MAX,
+    APPENDS_IN_FLIGHT_MAX, BATCH_BYTES_MAX, LAL_LSNS, MTR_RECORDS_MAX, RECONNECT_BACKOFF_MAX,
+    RECORD_PAYLOAD_BYTES_MAX, SCL_POLL_INTERVAL, SEGMENTS_PER_PG, WRITE_QUORUM,
+    WRITER_RETAIN_BYTES_MAX,
 };
 use crate::placement::Placement;
 use crate::record::{self, FLAG_CPL};
@@ -300,8 +303,8 @@ impl QuorumWriter {
         loop {
             {
                 let mut st = self.shared.lock();
-                if st.fenced.is_some() {
-                    return Err(self.fenced_error());
+                if let Some(why) = &st.fenced {
+                    return Err(WriterError::Fenced(why.clone()));
                 }
                 let last = Lsn(st.next_lsn.get() + n - 1);
                 if last.get() <= st.vdl.get() + self.shared.lal {
@@ -493,82 +496,119 @@ impl Shared {
     }
 }
 
-/// Feeds one segment: establishes the epoch on it, then sends batches and records acks.
+/// Feeds one segment: establishes the epoch on it, then keeps up to
+/// [`APPENDS_IN_FLIGHT_MAX`] batches in flight and records the acks. Batches may land out of
+/// order; the segment's SCL only counts the unbroken chain, and it ignores records it already
+/// holds, so after a failure everything from the oldest unacknowledged batch is simply resent.
 async fn send_loop(shared: Arc<Shared>, pg: PgId, i: usize, client: SegmentClient) {
     let pgi = pg.get() as usize;
+    // Everything at or below `cursor` has been sent (not necessarily acked).
     let mut cursor = Lsn::ZERO;
     let mut established = false;
     let mut backoff = Duration::from_millis(10);
     let mut queued = shared.queued[pgi].subscribe();
     // The VDL this segment was last told; an idle segment is told again when it moves.
     let mut hinted = Lsn::ZERO;
+    let mut in_flight = FuturesUnordered::new();
     loop {
         if shared.is_fenced() {
             return;
         }
-        let result = if !established {
-            client
-                .truncate(pg, shared.epoch, &shared.declaration)
-                .await
-                .map(|s| {
+        let mut failure = None;
+        if !established {
+            match client.truncate(pg, shared.epoch, &shared.declaration).await {
+                Ok(state) => {
                     established = true;
-                    s.scl
-                })
-        } else if let Some((last, bytes, hint)) = shared.batch_after(pgi, cursor) {
-            let r = client.append(pg, shared.epoch, bytes, hint).await;
-            if r.is_ok() {
-                cursor = last;
-                hinted = hint.vdl;
+                    shared.note_scl(pgi, i, state.scl);
+                    continue;
+                }
+                Err(status) => failure = Some((status, cursor)),
             }
-            r
         } else {
-            // Nothing to send: wait for new records. Meanwhile keep the SCL of a segment that
-            // is catching up by gossip fresh (or commits would wait on a stale view), and tell
-            // an idle segment the VDL moved, so it knows it is complete up to it.
-            tokio::select! {
-                _ = queued.changed() => continue,
-                _ = tokio::time::sleep(SCL_POLL_INTERVAL) => {}
+            while in_flight.len() < APPENDS_IN_FLIGHT_MAX {
+                let Some((last, bytes, hint)) = shared.batch_after(pgi, cursor) else {
+                    break;
+                };
+                let (client, from, epoch) = (client.clone(), cursor, shared.epoch);
+                in_flight.push(async move {
+                    let result = client.append(pg, epoch, bytes, hint).await;
+                    (from, hint, result)
+                });
+                cursor = last;
             }
-            let (behind, hint) = shared.idle_view(pgi, i);
-            if behind {
-                client.status(pg).await.map(|s| s.scl)
-            } else if hint.vdl > hinted {
-                let r = client.append(pg, shared.epoch, Bytes::new(), hint).await;
-                if r.is_ok() {
-                    hinted = hint.vdl;
+        }
+        if failure.is_none() && established {
+            if in_flight.is_empty() {
+                // Nothing to send: wait for new records. Meanwhile keep the SCL of a segment
+                // that is catching up by gossip fresh (or commits would wait on a stale view),
+                // and tell an idle segment the VDL moved, so it knows it is complete up to it.
+                tokio::select! {
+                    _ = queued.changed() => continue,
+                    _ = tokio::time::sleep(SCL_POLL_INTERVAL) => {}
                 }
-                r
-            } else {
-                continue;
-            }
-        };
-        match result {
-            Ok(scl) => {
-                backoff = Duration::from_millis(10);
-                shared.note_scl(pgi, i, scl);
-            }
-            Err(status) => match classify(&status) {
-                ErrorKind::Fenced => {
-                    shared.fence(format!(
-                        "{} refused {:?}: {}",
-                        client.addr(),
-                        shared.epoch,
-                        status.message()
-                    ));
-                    return;
-                }
-                ErrorKind::EpochNotEstablished => established = false,
-                kind => {
-                    if kind == ErrorKind::Rejected {
-                        tracing::error!(pg = pg.get(), node = %client.addr(), error = %status.message(), "segment rejected a request");
-                    } else {
-                        tracing::debug!(pg = pg.get(), node = %client.addr(), error = %status.message(), "segment unavailable; retrying");
+                let (behind, hint) = shared.idle_view(pgi, i);
+                let result = if behind {
+                    client.status(pg).await.map(|s| s.scl)
+                } else if hint.vdl > hinted {
+                    let r = client.append(pg, shared.epoch, Bytes::new(), hint).await;
+                    if r.is_ok() {
+                        hinted = hint.vdl;
                     }
-                    established = false;
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
+                    r
+                } else {
+                    continue;
+                };
+                match result {
+                    Ok(scl) => shared.note_scl(pgi, i, scl),
+                    Err(status) => failure = Some((status, cursor)),
                 }
-            },
+            } else {
+                tokio::select! {
+                    Some((from, hint, result)) = in_flight.next() => match result {
+                        Ok(scl) => {
+                            backoff = Duration::from_millis(10);
+                            hinted = hinted.max(hint.vdl);
+                            shared.note_scl(pgi, i, scl);
+                        }
+                        Err(status) => failure = Some((status, from)),
+                    },
+                    _ = queued.changed(), if in_flight.len() < APPENDS_IN_FLIGHT_MAX => {}
+                }
+            }
+        }
+        let Some((status, resend_after)) = failure else {
+            continue;
+        };
+        // Let the rest of the window finish, then resend from the oldest failed batch.
+        let mut resend_after = resend_after;
+        while let Some((from, _, result)) = in_flight.next().await {
+            match result {
+                Ok(scl) => shared.note_scl(pgi, i, scl),
+                Err(_) => resend_after = resend_after.min(from),
+            }
+        }
+        cursor = cursor.min(resend_after);
+        match classify(&status) {
+            ErrorKind::Fenced => {
+                shared.fence(format!(
+                    "{} refused {:?}: {}",
+                    client.addr(),
+                    shared.epoch,
+                    status.message()
+                ));
+                return;
+            }
+            ErrorKind::EpochNotEstablished => established = false,
+            kind => {
+                if kind == ErrorKind::Rejected {
+                    tracing::error!(pg = pg.get(), node = %client.addr(), error = %status.message(), "segment rejected a request");
+                } else {
+                    tracing::debug!(pg = pg.get(), node = %client.addr(), error = %status.message(), "segment unavailable; retrying");
+                }
+                established = false;
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
+            }
         }
     }
 }

@@ -9,11 +9,13 @@
 //! - the Raft storage: a CRC-framed, fsynced log store ([`LogStore`]) and a state machine with
 //!   atomic, CRC-checked snapshots ([`StateMachineStore`]), both ready for `Raft::new`.
 //!
-//! It must not depend on the network: the gRPC transport for openraft and the meta service API
-//! live elsewhere and drive this crate through `openraft::Raft<TypeConfig>`. It reads no clock
-//! while applying commands; times travel inside the commands.
+//! Around that core: the gRPC transport between members ([`network`]), the MetaService that
+//! storage nodes, writers and `sixfold ctl` call ([`service`], [`client`]), and a running member
+//! with its failure detector ([`node`]). The state machine reads no clock while applying
+//! commands; times travel inside the commands, stamped by the leader.
 
 pub mod atomic_file;
+pub mod client;
 pub mod cluster_map;
 pub mod error;
 pub mod frame;
@@ -22,7 +24,10 @@ pub mod lease;
 pub mod limits;
 mod log_file;
 pub mod log_store;
+pub mod network;
+pub mod node;
 pub mod placement;
+pub mod service;
 pub mod state_machine;
 pub mod types;
 

@@ -49,3 +49,19 @@ const _: () = assert!(SMALL_FILE_BYTES_MAX <= FRAME_PAYLOAD_BYTES_MAX);
 const _: () = assert!(FRAME_PAYLOAD_BYTES_MAX <= u32::MAX as usize);
 const _: () =
     assert!(PAGE_SIZE_BYTES_MIN.is_power_of_two() && PAGE_SIZE_BYTES_MAX.is_power_of_two());
+
+/// One Raft RPC between members (snapshots are sent in chunks well below this).
+pub const RAFT_MESSAGE_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// One MetaService message (a command, a result, the cluster map).
+pub const META_MESSAGE_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// A storage node that has not heartbeated for this long is marked Failed.
+pub const NODE_FAILED_AFTER_MS: u64 = 3_000;
+/// How often the leader looks for nodes that stopped heartbeating.
+pub const FAILURE_CHECK_INTERVAL_MS: u64 = 500;
+/// How often storage nodes heartbeat.
+pub const HEARTBEAT_INTERVAL_MS: u64 = 500;
+const _: () = assert!(HEARTBEAT_INTERVAL_MS * 3 <= NODE_FAILED_AFTER_MS);
+/// Log entries between snapshots (by default).
+pub const SNAPSHOT_EVERY_LOGS: u64 = 1_000;
+/// How long a client keeps retrying a meta call across members and elections.
+pub const CLIENT_RETRY_MS: u64 = 15_000;

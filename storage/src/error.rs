@@ -1,6 +1,7 @@
-//! The one error type of the page format and redo apply.
+//! The error types of this crate: [`PageError`] for the page format and redo apply, and
+//! [`StorageError`] for the storage node's page path built on them.
 //!
-//! The variants fall in three groups, so a caller can act on them without parsing text:
+//! [`PageError`]'s variants fall in three groups, so a caller can act on them without parsing text:
 //! - **corrupt input** (`WrongSize`, `ChecksumMismatch`, `CorruptPage`, `MalformedRedo`,
 //!   `UnknownRedoKind`): bytes from the disk or the network are broken. Never apply or serve
 //!   them; repair from a peer segment.
@@ -10,8 +11,10 @@
 //! - **broken ordering** (`LsnNotAfter`, `NotInitialized`, `PageIdMismatch`): redo reached the
 //!   wrong page or arrived out of order, which is a bug in whoever routed it.
 
-use sixfold_log_service::{Lsn, PageId};
+use sixfold_log_service::error::{ErrorKind, SegmentError};
+use sixfold_log_service::{Lsn, PageId, PgId};
 use thiserror::Error;
+use tonic::{Code, Status};
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum PageError {
@@ -47,4 +50,105 @@ pub enum PageError {
 
     #[error("InitPage for {redo:?} applied to {page:?}")]
     PageIdMismatch { page: PageId, redo: PageId },
+}
+
+/// The errors of the storage node's page path: materialization, layer files, object storage
+/// and GetPage. Grouped the same way as [`PageError`]:
+/// - **the caller's mistake**: `NotHosted`, `VersionDropped`, `InvalidRequest`, `Config`;
+/// - **no such page**: `PageNotWritten` (an answer, not a fault);
+/// - **transient, retry here later or on another segment**: `NotComplete`, `Behind`,
+///   `Rebuilding`, `CorruptLayer` (the layer is being rebuilt), `Io`, `ObjectStore`, `Segment`;
+/// - **a broken invariant**: `Internal`, and `Page` when stored redo no longer applies.
+#[derive(Debug, Error)]
+pub enum StorageError {
+    #[error("{page:?} was never written at or below {lsn:?}")]
+    PageNotWritten { page: PageId, lsn: Lsn },
+
+    #[error("{0:?} is not in a PG hosted by this node")]
+    NotHosted(PageId),
+
+    #[error("segment is complete only up to {complete:?}, not {lsn:?}; retry on another segment")]
+    NotComplete { lsn: Lsn, complete: Lsn },
+
+    #[error("materialization is behind: {0}; retry")]
+    Behind(String),
+
+    #[error("the segment of {0:?} is being rebuilt from object storage; retry on another segment")]
+    Rebuilding(PgId),
+
+    #[error("{lsn:?} is below the oldest version kept ({retained_from:?}): dropped below PGMRPL")]
+    VersionDropped { lsn: Lsn, retained_from: Lsn },
+
+    #[error("corrupt layer file {name}: {reason}; it is being rebuilt")]
+    CorruptLayer { name: String, reason: String },
+
+    #[error("stored redo does not apply: {0}")]
+    Page(#[from] PageError),
+
+    #[error("segment: {0}")]
+    Segment(#[from] SegmentError),
+
+    #[error("storage I/O failed: {0}")]
+    Io(#[from] std::io::Error),
+
+    #[error("object storage: {0}")]
+    ObjectStore(String),
+
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+
+    #[error("bad configuration: {0}")]
+    Config(String),
+
+    #[error("internal error (a bug): {0}")]
+    Internal(String),
+}
+
+impl StorageError {
+    pub fn corrupt(name: &str, reason: impl Into<String>) -> StorageError {
+        StorageError::CorruptLayer {
+            name: name.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    /// True when trying again (here later, or on another segment) may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            StorageError::Segment(s) => s.kind() == ErrorKind::Transient,
+            _ => matches!(
+                self,
+                StorageError::NotComplete { .. }
+                    | StorageError::Behind(_)
+                    | StorageError::Rebuilding(_)
+                    | StorageError::CorruptLayer { .. }
+                    | StorageError::Io(_)
+                    | StorageError::ObjectStore(_)
+            ),
+        }
+    }
+}
+
+/// The metadata key log-service uses for its error kinds; reused so one `classify` reads both.
+const KIND_KEY: &str = "x-sixfold-error";
+
+impl From<StorageError> for Status {
+    fn from(e: StorageError) -> Status {
+        let (code, kind) = match &e {
+            StorageError::PageNotWritten { .. } => (Code::NotFound, "rejected"),
+            StorageError::NotHosted(_) => (Code::FailedPrecondition, "rejected"),
+            StorageError::VersionDropped { .. } => (Code::OutOfRange, "rejected"),
+            StorageError::InvalidRequest(_) | StorageError::Config(_) => {
+                (Code::InvalidArgument, "rejected")
+            }
+            StorageError::Segment(_) if !e.is_retryable() => (Code::Internal, "rejected"),
+            StorageError::Page(_) | StorageError::Internal(_) => (Code::Internal, "rejected"),
+            _ => (Code::Unavailable, "transient"),
+        };
+        let mut status = Status::new(code, e.to_string());
+        status
+            .metadata_mut()
+            .insert(KIND_KEY, kind.parse().expect("ascii metadata value"));
+        status
+    }
 }
