@@ -1,22 +1,29 @@
 //! `sixfold demo`: a whole local cluster as separate OS processes under one data directory.
 //!
-//! Today that is six storage nodes in three AZ labels; the meta group and compute join as they
-//! are built. `DIR/cluster.json` lists every process so operators and tests can find them.
-//! Running it again on the same directory resumes with all state.
+//! Three meta members (one Raft group) and six storage nodes in three AZ labels; compute joins
+//! once it exists. On the first run it initializes the meta group and creates volume 1 once all
+//! six storage nodes are Ready. `DIR/cluster.json` lists every process so operators and tests can
+//! find them. Running it again on the same directory resumes with all state.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use serde_json::json;
-use sixfold_log_service::NodeId;
-use sixfold_log_service::placement::{NodeInfo, Placement};
+use sixfold_log_service::VolumeId;
+use sixfold_meta::client::{MetaClient, MetaClientError};
+use sixfold_meta::{Command as MetaCommand, CommandError, NodeState};
 use tokio::process::{Child, Command};
 
 /// Pages per PG in the demo volume (8 KiB pages: 128 MiB per PG).
-const DEMO_PAGES_PER_PG: u64 = 16 * 1024;
-const DEMO_PGS: u32 = 4;
+pub const DEMO_PAGES_PER_PG: u64 = 16 * 1024;
+pub const DEMO_PGS: u32 = 4;
+pub const DEMO_VOLUME: VolumeId = VolumeId(1);
+const META_MEMBERS: u64 = 3;
+const STORAGE_NODES: u64 = 6;
+/// How long the first start waits for six Ready storage nodes before giving up on the volume.
+const VOLUME_WAIT: Duration = Duration::from_secs(60);
 
 #[derive(clap::Args)]
 pub struct DemoArgs {
@@ -26,8 +33,8 @@ pub struct DemoArgs {
     /// The Postgres port (used once the compute node exists).
     #[arg(long, default_value_t = 5432)]
     pub port: u16,
-    /// First gRPC port; storage node i listens on base + i.
-    #[arg(long, default_value_t = 47100)]
+    /// First gRPC port: meta member i listens on base + i, storage node i on base + 100 + i.
+    #[arg(long, default_value_t = 47000)]
     pub grpc_port_base: u16,
 }
 
@@ -35,49 +42,87 @@ struct Proc {
     role: &'static str,
     id: u64,
     listen: String,
+    az: Option<String>,
     child: Child,
     alive: bool,
+}
+
+/// The meta members' addresses for a given port base, as `sixfold ctl --meta` takes them.
+pub fn meta_list(base: u16) -> String {
+    (1..=META_MEMBERS)
+        .map(|i| format!("127.0.0.1:{}", base + i as u16))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("while creating {}", args.data_dir.display()))?;
     let dir = args.data_dir.canonicalize()?;
-    let placement_path = dir.join("placement.json");
-    let placement = if placement_path.exists() {
-        Placement::load(&placement_path)?
-    } else {
-        let nodes = (1..=6u64)
-            .map(|i| NodeInfo {
-                id: NodeId(i),
-                addr: format!("127.0.0.1:{}", args.grpc_port_base + i as u16),
-                az: format!("az{}", i.div_ceil(2)),
-            })
-            .collect();
-        let placement = Placement::uniform(nodes, DEMO_PAGES_PER_PG, DEMO_PGS);
-        std::fs::write(&placement_path, serde_json::to_vec_pretty(&placement)?)?;
-        placement
-    };
+    let fresh = !dir.join("meta-1").exists();
     let exe = std::env::current_exe().context("while locating the sixfold binary")?;
+    let base = args.grpc_port_base;
+    let members = (1..=META_MEMBERS)
+        .map(|i| format!("{i}=127.0.0.1:{}", base + i as u16))
+        .collect::<Vec<_>>()
+        .join(",");
+    let meta_addrs = meta_list(base);
+
     let mut procs = Vec::new();
-    for node in &placement.nodes {
-        let data = dir.join(format!("storage-{}", node.id));
-        let child = spawn(&exe, &dir, node, &data, &placement_path)?;
+    for i in 1..=META_MEMBERS {
+        let mut cmd = Command::new(&exe);
+        cmd.args(["meta", "--id", &i.to_string(), "--members", &members])
+            .arg("--data-dir")
+            .arg(dir.join(format!("meta-{i}")));
+        if fresh && i == 1 {
+            cmd.arg("--bootstrap");
+        }
+        let child = spawn(cmd, &dir.join(format!("meta-{i}.log")))?;
         procs.push(Proc {
-            role: "storage",
-            id: node.id.get(),
-            listen: node.addr.clone(),
+            role: "meta",
+            id: i,
+            listen: format!("127.0.0.1:{}", base + i as u16),
+            az: None,
             child,
             alive: true,
         });
     }
-    write_cluster_file(&dir, &procs)?;
+    for i in 1..=STORAGE_NODES {
+        let listen = format!("127.0.0.1:{}", base + 100 + i as u16);
+        let az = format!("az{}", i.div_ceil(2));
+        let mut cmd = Command::new(&exe);
+        cmd.args([
+            "storage",
+            "--node-id",
+            &i.to_string(),
+            "--meta",
+            &meta_addrs,
+            "--listen",
+            &listen,
+            "--az",
+            &az,
+        ])
+        .arg("--data-dir")
+        .arg(dir.join(format!("storage-{i}")));
+        let child = spawn(cmd, &dir.join(format!("storage-{i}.log")))?;
+        procs.push(Proc {
+            role: "storage",
+            id: i,
+            listen,
+            az: Some(az),
+            child,
+            alive: true,
+        });
+    }
+    write_cluster_file(&dir, &procs, &meta_addrs, args.port)?;
+    let meta = MetaClient::from_list(&meta_addrs)?;
+    ensure_volume(&meta).await?;
     println!(
-        "sixfold demo: {} storage nodes running; state in {}",
-        procs.len(),
+        "sixfold demo: {META_MEMBERS} meta members and {STORAGE_NODES} storage nodes running; state in {}",
         dir.display()
     );
     println!("cluster map: {}", dir.join("cluster.json").display());
+    println!("try: sixfold ctl --meta {meta_addrs} status");
     println!("Press Ctrl-C to stop.");
 
     let shutdown = crate::storage_cmd::shutdown_signal();
@@ -110,39 +155,68 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn spawn(
-    exe: &Path,
-    dir: &Path,
-    node: &NodeInfo,
-    data: &Path,
-    placement: &Path,
-) -> anyhow::Result<Child> {
+/// Creates the demo volume once six storage nodes are Ready (no-op if it exists).
+async fn ensure_volume(meta: &MetaClient) -> anyhow::Result<()> {
+    let deadline = Instant::now() + VOLUME_WAIT;
+    loop {
+        let map = meta
+            .cluster_map()
+            .await
+            .context("while reading the cluster map")?;
+        if map.volumes.contains_key(&DEMO_VOLUME) {
+            return Ok(());
+        }
+        let ready = map
+            .nodes
+            .values()
+            .filter(|n| n.state == NodeState::Ready)
+            .count();
+        if ready >= STORAGE_NODES as usize {
+            let create = MetaCommand::CreateVolume {
+                id: DEMO_VOLUME,
+                page_size: 8192,
+                pages_per_pg: DEMO_PAGES_PER_PG,
+                pg_count: DEMO_PGS,
+            };
+            match meta.propose(create).await {
+                Ok(_) | Err(MetaClientError::Refused(CommandError::VolumeExists(_))) => {
+                    println!(
+                        "sixfold demo: created volume {DEMO_VOLUME} ({DEMO_PGS} PGs × 6 segments)"
+                    );
+                    return Ok(());
+                }
+                Err(e) => return Err(e).context("while creating the demo volume"),
+            }
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "only {ready} of {STORAGE_NODES} storage nodes became Ready; see the storage-*.log files"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn spawn(mut cmd: Command, log: &Path) -> anyhow::Result<Child> {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(dir.join(format!("storage-{}.log", node.id)))?;
-    Command::new(exe)
-        .arg("storage")
-        .arg("--node-id")
-        .arg(node.id.get().to_string())
-        .arg("--data-dir")
-        .arg(data)
-        .arg("--placement")
-        .arg(placement)
-        .stdin(Stdio::null())
+        .open(log)?;
+    cmd.stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("while starting storage node {}", node.id))
+        .kill_on_drop(true);
+    cmd.spawn().context("while starting a cluster process")
 }
 
-fn write_cluster_file(dir: &Path, procs: &[Proc]) -> anyhow::Result<()> {
+fn write_cluster_file(dir: &Path, procs: &[Proc], meta: &str, port: u16) -> anyhow::Result<()> {
     let list: Vec<_> = procs
         .iter()
-        .map(|p| json!({"role": p.role, "id": p.id, "pid": p.child.id(), "listen": p.listen}))
+        .map(|p| json!({"role": p.role, "id": p.id, "pid": p.child.id(), "listen": p.listen, "az": p.az}))
         .collect();
-    let body = serde_json::to_vec_pretty(&json!({ "processes": list }))?;
+    let body = serde_json::to_vec_pretty(
+        &json!({ "meta": meta, "postgres_port": port, "processes": list }),
+    )?;
     let tmp = dir.join("cluster.json.tmp");
     std::fs::write(&tmp, body)?;
     std::fs::rename(tmp, dir.join("cluster.json"))?;

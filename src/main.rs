@@ -6,6 +6,8 @@ use mimalloc::MiMalloc;
 static GLOBAL: MiMalloc = MiMalloc;
 
 mod demo;
+mod log_writer;
+mod meta_cmd;
 mod storage_cmd;
 
 use clap::{Parser, Subcommand};
@@ -25,8 +27,12 @@ struct Cli {
 enum Command {
     /// Run a storage node: hosts segments and serves the LogService over gRPC.
     Storage(storage_cmd::StorageArgs),
+    /// Run a member of the meta group (Raft): cluster map, placement, writer lease.
+    Meta(meta_cmd::MetaArgs),
     /// Start a whole local cluster as separate processes under one data directory.
     Demo(demo::DemoArgs),
+    /// Write synthetic redo under the writer lease, printing one JSON line per event.
+    LogWriter(log_writer::LogWriterArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -40,6 +46,8 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     match cli.command {
         Command::Storage(args) => runtime.block_on(storage_cmd::run(args)),
+        Command::Meta(args) => runtime.block_on(meta_cmd::run(args)),
         Command::Demo(args) => runtime.block_on(demo::run(args)),
+        Command::LogWriter(args) => runtime.block_on(log_writer::run(args)),
     }
 }

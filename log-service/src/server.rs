@@ -48,6 +48,21 @@ impl StorageNode {
         self.node
     }
 
+    pub fn segments(&self) -> impl Iterator<Item = &Arc<Segment>> {
+        self.segments.values()
+    }
+
+    /// Adopts the highest volume epoch the meta group granted, so an old writer is fenced even
+    /// on segments the new writer has not reached yet.
+    pub fn seal_all(&self, epoch: Epoch) -> Result<(), SegmentError> {
+        for segment in self.segments.values() {
+            if segment.state().epoch < epoch {
+                segment.seal(epoch)?;
+            }
+        }
+        Ok(())
+    }
+
     pub fn segment(&self, pg: PgId) -> Result<&Arc<Segment>, SegmentError> {
         self.segments.get(&pg).ok_or(SegmentError::UnknownPg(pg))
     }

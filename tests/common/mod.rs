@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod meta_cluster;
+
 use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -25,7 +27,7 @@ pub struct Cluster {
     nodes: Vec<Option<Child>>,
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
