@@ -80,7 +80,7 @@ pub async fn run(args: LogWriterArgs) -> anyhow::Result<()> {
         "truncated_through": rec.truncated_through.get(),
     }));
     let writer = Arc::new(writer);
-    let renew = {
+    let mut renew = {
         let (meta, holder, lease_ms, epoch) = (
             meta.clone(),
             args.holder.clone(),
@@ -121,13 +121,19 @@ pub async fn run(args: LogWriterArgs) -> anyhow::Result<()> {
     };
     tokio::select! {
         result = work => match result {
-            Ok(()) => emit(json!({"event": "done"})),
+            Ok(()) => {
+                renew.abort();
+                if let Err(e) = meta.release_lease(&args.holder, lease.epoch).await {
+                    tracing::warn!(error = %e, "could not release the writer lease; it will expire");
+                }
+                emit(json!({"event": "done"}));
+            }
             Err(e) => {
                 emit(json!({"event": "fenced", "error": e.to_string()}));
                 std::process::exit(EXIT_FENCED);
             }
         },
-        lost = renew => {
+        lost = &mut renew => {
             let why = lost.map(|e| e.to_string()).unwrap_or_else(|e| e.to_string());
             emit(json!({"event": "lease-lost", "error": why}));
             std::process::exit(EXIT_FENCED);

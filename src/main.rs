@@ -5,6 +5,7 @@ use mimalloc::MiMalloc;
 #[global_allocator]
 static GLOBAL: MiMalloc = MiMalloc;
 
+mod ctl;
 mod demo;
 mod log_writer;
 mod meta_cmd;
@@ -33,12 +34,26 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Write synthetic redo under the writer lease, printing one JSON line per event.
     LogWriter(log_writer::LogWriterArgs),
+    /// Inspect and steer a running cluster: status, storage nodes, volumes.
+    Ctl(ctl::CtlArgs),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line with the whole context chain; no backtrace for an operator's mistake.
+            eprintln!("sixfold: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,openraft=warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -49,5 +64,6 @@ fn main() -> anyhow::Result<()> {
         Command::Meta(args) => runtime.block_on(meta_cmd::run(args)),
         Command::Demo(args) => runtime.block_on(demo::run(args)),
         Command::LogWriter(args) => runtime.block_on(log_writer::run(args)),
+        Command::Ctl(args) => runtime.block_on(ctl::run(args)),
     }
 }

@@ -238,9 +238,10 @@ async fn torn_tail_is_cut_and_corrupt_record_is_refetched() {
         .wait_converged(&[0, 1, 2, 3, 4, 5], last, Duration::from_secs(30))
         .await;
     assert_eq!(file_len(&torn_path), good_len, "the torn tail must be cut");
-    assert_eq!(
-        file_len(&rot_path),
-        rot_len + victim_len,
+    // A good copy was appended (gossip and the page restore path may both fetch it; the
+    // index keeps the first), and the bytes served are the peers' bytes (checked below).
+    assert!(
+        file_len(&rot_path) >= rot_len + victim_len,
         "the corrupt record must be refetched and appended"
     );
     let served = cluster.records(4, 0).await;

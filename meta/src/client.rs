@@ -239,6 +239,16 @@ impl MetaClient {
         }
     }
 
+    /// Gives the lease up so the next writer need not wait for it to expire.
+    pub async fn release_lease(&self, holder: &str, epoch: Epoch) -> Result<(), MetaClientError> {
+        self.propose(Command::ReleaseLease {
+            holder: holder.into(),
+            epoch,
+        })
+        .await
+        .map(|_| ())
+    }
+
     /// The placement of `volume` in the form the log path uses.
     pub async fn placement(&self, volume: VolumeId) -> Result<Placement, MetaClientError> {
         let map = self.cluster_map().await?;

@@ -10,8 +10,9 @@ const _: () = assert!(SEGMENTS_PER_AZ * AZS_PER_PG == SEGMENTS_PER_PG);
 
 /// Storage nodes the cluster map may hold.
 pub const NODES_MAX: usize = 4096;
-/// Volumes the cluster map may hold.
-pub const VOLUMES_MAX: usize = 256;
+/// Volumes in the cluster map. Storage nodes serve one volume per cluster in this version
+/// (segment files and the LogService are not yet keyed by volume), so the map refuses a second.
+pub const VOLUMES_MAX: usize = 1;
 /// Protection groups in one volume (a 64 TiB volume of 10 GiB PGs needs 6,554).
 pub const PGS_PER_VOLUME_MAX: u32 = 16_384;
 /// Bytes of a node's gRPC address.
