@@ -1,7 +1,8 @@
 //! Damaged layer files are detected and rebuilt, never served.
 
-#[path = "common/pages.rs"]
-mod pages;
+mod common;
+
+use common::pages;
 
 use std::time::{Duration, Instant};
 

@@ -1,8 +1,9 @@
 //! Model-based end-to-end test of page materialization and GetPage@LSN on six real
 //! `sixfold storage` processes.
 
-#[path = "common/pages.rs"]
-mod pages;
+mod common;
+
+use common::pages;
 
 use std::time::Duration;
 

@@ -1,7 +1,8 @@
 //! Rebuilding a storage node that lost its disk, with the default local-directory object store.
 
-#[path = "common/pages.rs"]
-mod pages;
+mod common;
+
+use common::pages;
 
 use pages::{PagesCluster, SMALL_LAYERS, rebuild_scenario};
 

@@ -1,8 +1,8 @@
 //! GetPage agrees across the six segments of a PG (DESIGN.md invariant 4).
 
 mod common;
-#[path = "common/pages.rs"]
-mod pages;
+
+use common::pages;
 
 use std::time::Duration;
 

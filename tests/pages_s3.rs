@@ -2,8 +2,9 @@
 //! test starts. Needs moto: `pip install 'moto[server]'`. Without it this test fails (it does
 //! not skip): the S3 path must be exercised wherever the tests run.
 
-#[path = "common/pages.rs"]
-mod pages;
+mod common;
+
+use common::pages;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -16,6 +16,7 @@ static GLOBAL: MiMalloc = MiMalloc;
 
 mod local_log;
 mod log_bench;
+mod page_bench;
 mod procs;
 
 use clap::{Parser, Subcommand};
@@ -36,6 +37,9 @@ enum Command {
     /// The log path: six `sixfold storage` processes (4/6 quorum, fsync) vs one local file
     /// (fsync), same commits, same batching, same disk.
     Log(log_bench::LogArgs),
+    /// The page path: GetPage@LSN (cache hit and miss) and materialization on one segment vs
+    /// random 8 KiB preads from one file.
+    Pages(page_bench::PagesArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -43,5 +47,6 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     match cli.command {
         Command::Log(args) => runtime.block_on(log_bench::run(args)),
+        Command::Pages(args) => runtime.block_on(page_bench::run(args)),
     }
 }

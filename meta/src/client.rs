@@ -202,19 +202,13 @@ impl MetaClient {
         holder: &str,
         lease_ms: u64,
     ) -> Result<WriterLease, MetaClientError> {
-        match self
-            .propose(Command::AcquireLease {
-                holder: holder.into(),
-                now_ms: 0,
-                lease_ms,
-            })
-            .await?
-        {
-            CommandOutcome::LeaseGranted(lease) => Ok(lease),
-            other => Err(MetaClientError::Protocol(format!(
-                "unexpected outcome {other:?}"
-            ))),
-        }
+        self.propose(Command::AcquireLease {
+            holder: holder.into(),
+            now_ms: 0,
+            lease_ms,
+        })
+        .await
+        .and_then(granted)
     }
 
     pub async fn renew_lease(
@@ -223,20 +217,14 @@ impl MetaClient {
         epoch: Epoch,
         lease_ms: u64,
     ) -> Result<WriterLease, MetaClientError> {
-        match self
-            .propose(Command::RenewLease {
-                holder: holder.into(),
-                epoch,
-                now_ms: 0,
-                lease_ms,
-            })
-            .await?
-        {
-            CommandOutcome::LeaseGranted(lease) => Ok(lease),
-            other => Err(MetaClientError::Protocol(format!(
-                "unexpected outcome {other:?}"
-            ))),
-        }
+        self.propose(Command::RenewLease {
+            holder: holder.into(),
+            epoch,
+            now_ms: 0,
+            lease_ms,
+        })
+        .await
+        .and_then(granted)
     }
 
     /// Gives the lease up so the next writer need not wait for it to expire.
@@ -255,6 +243,16 @@ impl MetaClient {
         placement_of(&map, volume).ok_or_else(|| {
             MetaClientError::Refused(CommandError::InvalidArgument(format!("no volume {volume}")))
         })
+    }
+}
+
+/// The lease a lease command granted.
+fn granted(outcome: CommandOutcome) -> Result<WriterLease, MetaClientError> {
+    match outcome {
+        CommandOutcome::LeaseGranted(lease) => Ok(lease),
+        other => Err(MetaClientError::Protocol(format!(
+            "unexpected outcome {other:?}"
+        ))),
     }
 }
 

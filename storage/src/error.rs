@@ -152,3 +152,12 @@ impl From<StorageError> for Status {
         status
     }
 }
+
+/// Runs blocking page-path work (file I/O, fsync, applying redo) off the async workers.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
+) -> Result<T, StorageError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StorageError::Internal(format!("blocking task failed: {e}")))?
+}

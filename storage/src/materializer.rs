@@ -31,7 +31,7 @@ use sixfold_log_service::Lsn;
 use sixfold_log_service::record;
 use sixfold_log_service::segment::Segment;
 
-use crate::error::StorageError;
+use crate::error::{StorageError, blocking};
 use crate::limits::{COMPACT_INTERVAL, MATERIALIZE_POLL_INTERVAL, SCRUB_INTERVAL};
 use crate::node::SegmentPages;
 use crate::object_storage::fetch_layer;
@@ -40,15 +40,6 @@ use crate::read_points::{Horizon, ReadPoints};
 
 /// Frozen layers waiting for their file before materialization pauses (memory bound).
 const FROZEN_LAYERS_MAX: usize = 2;
-
-/// Runs blocking work off the async workers.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
-) -> Result<T, StorageError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| StorageError::Internal(format!("blocking task failed: {e}")))?
-}
 
 /// One step: reads the next batch of durable, gap-free records above M and applies them.
 /// Returns whether M moved.

@@ -45,7 +45,7 @@ use sixfold_log_service::segment::{Origin, Segment};
 use sixfold_log_service::{Lsn, NodeId, PgId};
 
 use crate::config::ObjectStoreConfig;
-use crate::error::StorageError;
+use crate::error::{StorageError, blocking};
 use crate::layer_file::{LayerDesc, LayerFile};
 use crate::limits::{
     MANIFEST_BYTES_MAX, OBJECT_STORE_TIMEOUT, UPLOAD_LOG_CHUNK_BYTES_MAX,
@@ -277,15 +277,6 @@ pub async fn read_manifest(
         Some(bytes) => Manifest::decode(&bytes).map(Some),
         None => Ok(None),
     }
-}
-
-/// Runs blocking work off the async workers.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
-) -> Result<T, StorageError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| StorageError::Internal(format!("blocking task failed: {e}")))?
 }
 
 /// Uploads one segment's layers and log, pass after pass.

@@ -4,19 +4,22 @@
 #![allow(dead_code)]
 
 pub mod meta_cluster;
+pub mod pages;
+pub mod placement;
+
+pub use placement::free_port;
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sixfold_log_service::client::SegmentClient;
 use sixfold_log_service::limits::BATCH_BYTES_MAX;
-use sixfold_log_service::placement::{NodeInfo, Placement};
+use sixfold_log_service::placement::Placement;
 use sixfold_log_service::record;
 use sixfold_log_service::segment::SegmentState;
-use sixfold_log_service::{Lsn, NodeId, PgId};
+use sixfold_log_service::{Lsn, PgId};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_sixfold");
 
@@ -27,28 +30,11 @@ pub struct Cluster {
     nodes: Vec<Option<Child>>,
 }
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Cluster {
     /// Starts six storage nodes hosting `pgs` PGs of `pages_per_pg` pages each.
     pub async fn start(pgs: u32, pages_per_pg: u64) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
-        let nodes: Vec<NodeInfo> = (1..=6u64)
-            .map(|i| NodeInfo {
-                id: NodeId(i),
-                addr: format!("127.0.0.1:{}", free_port()),
-                az: format!("az{}", i.div_ceil(2)),
-            })
-            .collect();
-        let placement = Placement::uniform(nodes, pages_per_pg, pgs);
-        let placement_path = dir.path().join("placement.json");
-        std::fs::write(&placement_path, serde_json::to_vec(&placement).unwrap()).unwrap();
+        let (placement, placement_path) = placement::six_nodes(dir.path(), pgs, pages_per_pg);
         let mut cluster = Cluster {
             dir,
             placement,

@@ -5,7 +5,6 @@
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -16,14 +15,16 @@ use bytes::Bytes;
 use rand::Rng;
 use rand::rngs::StdRng;
 use sixfold_log_service::client::SegmentClient;
-use sixfold_log_service::placement::{NodeInfo, Placement};
+use sixfold_log_service::placement::Placement;
 use sixfold_log_service::writer::{QuorumWriter, RecordSpec, WriterConfig};
-use sixfold_log_service::{Lsn, NodeId, PageId, PgId};
+use sixfold_log_service::{Lsn, PageId, PgId};
 use sixfold_proto::page::PgPageStatus;
 use sixfold_storage::page::{PAGE_BODY_BYTES, SLOT_BYTES};
 use sixfold_storage::page_client::PageClient;
 use sixfold_storage::{CELL_BYTES_MAX, Page, PageKind, PageRedo};
 use tonic::Code;
+
+use super::placement;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_sixfold");
 
@@ -43,14 +44,6 @@ pub const SMALL_LAYERS: &[&str] = &[
     "4194304",
 ];
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Six storage nodes with page flags and environment of the test's choosing.
 pub struct PagesCluster {
     pub dir: tempfile::TempDir,
@@ -69,16 +62,7 @@ impl PagesCluster {
         env: &[(&str, &str)],
     ) -> PagesCluster {
         let dir = tempfile::tempdir().unwrap();
-        let nodes: Vec<NodeInfo> = (1..=6u64)
-            .map(|i| NodeInfo {
-                id: NodeId(i),
-                addr: format!("127.0.0.1:{}", free_port()),
-                az: format!("az{}", i.div_ceil(2)),
-            })
-            .collect();
-        let placement = Placement::uniform(nodes, pages_per_pg, pgs);
-        let placement_path = dir.path().join("placement.json");
-        std::fs::write(&placement_path, serde_json::to_vec(&placement).unwrap()).unwrap();
+        let (placement, placement_path) = placement::six_nodes(dir.path(), pgs, pages_per_pg);
         let mut c = PagesCluster {
             dir,
             placement,
