@@ -577,18 +577,44 @@ impl Segment {
         };
         let mut out = Vec::with_capacity(entries.iter().map(|(_, e)| e.len as usize).sum());
         let mut corrupt = Vec::new();
-        for (lsn, e) in entries {
+        // Records of one read usually sit back to back in the file (appended in LSN order), so
+        // each contiguous run is read with one pread and then verified record by record.
+        let mut rest = &entries[..];
+        while let Some(((_, first), _)) = rest.split_first() {
+            let run = 1 + rest
+                .windows(2)
+                .take_while(|w| w[0].1.offset + w[0].1.len as u64 == w[1].1.offset)
+                .count();
+            let (chunk, tail) = rest.split_at(run);
+            rest = tail;
             let start = out.len();
-            out.resize(start + e.len as usize, 0);
-            let ok = self
+            let bytes: usize = chunk.iter().map(|(_, e)| e.len as usize).sum();
+            out.resize(start + bytes, 0);
+            if self
                 .read_file
-                .read_exact_at(&mut out[start..], e.offset)
-                .is_ok()
-                && record::decode(&out[start..]).is_ok_and(|r| r.header.lsn == lsn);
-            if !ok {
+                .read_exact_at(&mut out[start..], first.offset)
+                .is_err()
+            {
                 out.truncate(start);
-                corrupt.push(lsn);
+                corrupt.extend(chunk.iter().map(|(lsn, _)| *lsn));
+                continue;
             }
+            // Verify in place, closing up any corrupt record so only good ones remain.
+            let mut read_at = start;
+            let mut write_at = start;
+            for (lsn, e) in chunk {
+                let len = e.len as usize;
+                let ok = record::decode(&out[read_at..read_at + len])
+                    .is_ok_and(|r| r.header.lsn == *lsn && r.bytes.len() == len);
+                if ok {
+                    out.copy_within(read_at..read_at + len, write_at);
+                    write_at += len;
+                } else {
+                    corrupt.push(*lsn);
+                }
+                read_at += len;
+            }
+            out.truncate(write_at);
         }
         if !corrupt.is_empty() {
             tracing::error!(pg = self.pg.get(), ?corrupt, file = %self.log_path.display(), "corrupt records found on read; dropped, gossip will refetch");

@@ -313,7 +313,9 @@ fn load_chain(dir: &Path, pg: PgId) -> Result<Loaded, StorageError> {
 }
 
 /// Applies one log record to `page` by the rules in the module docs.
-fn apply_record(page: &mut Page, rec: &RecordView<'_>) -> Result<(), PageError> {
+/// Decodes a record's redo and checks it names its own page. Done before any page image is
+/// built, so a record that cannot apply costs no page work.
+fn decode_record(rec: &RecordView<'_>) -> Result<PageRedo, PageError> {
     let redo = PageRedo::decode(rec.header.kind, rec.payload)?;
     if let PageRedo::InitPage { page_id, .. } = &redo
         && *page_id != rec.header.page_id
@@ -323,7 +325,11 @@ fn apply_record(page: &mut Page, rec: &RecordView<'_>) -> Result<(), PageError> 
             redo: *page_id,
         });
     }
-    apply(page, rec.header.lsn, &redo)
+    Ok(redo)
+}
+
+fn apply_record(page: &mut Page, rec: &RecordView<'_>) -> Result<(), PageError> {
+    apply(page, rec.header.lsn, &decode_record(rec)?)
 }
 
 impl PageStore {
@@ -610,11 +616,18 @@ impl PageStore {
                     "{lsn:?} outside ({m:?}, {new_m:?}]"
                 );
                 assert!(self.pages.contains(&page.get()), "record of another PG");
+                let redo = match decode_record(rec) {
+                    Ok(redo) => redo,
+                    Err(err) => {
+                        self.note_skipped(rec, &err);
+                        continue;
+                    }
+                };
                 let img = match staged.entry(page) {
                     std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                     std::collections::hash_map::Entry::Vacant(e) => e.insert(self.newest(page)?),
                 };
-                if let Err(err) = apply_record(Arc::make_mut(img), rec) {
+                if let Err(err) = apply(Arc::make_mut(img), lsn, &redo) {
                     self.note_skipped(rec, &err);
                     continue;
                 }
