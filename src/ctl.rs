@@ -160,12 +160,18 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn execute(args: CtlArgs) -> anyhow::Result<()> {
-    let (list, source) = match (args.meta.clone(), std::env::var(META_ENV).ok()) {
+/// The meta members to talk to: `--meta`, else `$SIXFOLD_META`, else the demo's members; and
+/// where the list came from, for error messages.
+pub fn meta_members(flag: Option<String>) -> (String, &'static str) {
+    match (flag, std::env::var(META_ENV).ok()) {
         (Some(list), _) => (list, "--meta"),
         (None, Some(list)) => (list, "$SIXFOLD_META"),
         (None, None) => (meta_list(DEMO_PORT_BASE), "the default members"),
-    };
+    }
+}
+
+async fn execute(args: CtlArgs) -> anyhow::Result<()> {
+    let (list, source) = meta_members(args.meta.clone());
     let meta = Meta::connect(&list, source)?;
     let (json, human) = match args.command {
         CtlCommand::Status => {

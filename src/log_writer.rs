@@ -19,9 +19,10 @@ pub const EXIT_FENCED: i32 = 3;
 
 #[derive(clap::Args)]
 pub struct LogWriterArgs {
-    /// Meta group members, comma-separated `host:port`.
+    /// Meta group members, comma-separated `host:port` [default: $SIXFOLD_META, else the
+    /// demo's members].
     #[arg(long)]
-    pub meta: String,
+    pub meta: Option<String>,
     /// Name this writer holds the lease under.
     #[arg(long)]
     pub holder: String,
@@ -48,7 +49,8 @@ fn emit(line: serde_json::Value) {
 }
 
 pub async fn run(args: LogWriterArgs) -> anyhow::Result<()> {
-    let meta = MetaClient::from_list(&args.meta)?;
+    let (list, source) = crate::ctl::meta_members(args.meta.clone());
+    let meta = MetaClient::from_list(&list).with_context(|| format!("meta members from {source}"))?;
     let lease = loop {
         match meta.acquire_lease(&args.holder, args.lease_ms).await {
             Ok(lease) => break lease,
