@@ -50,7 +50,8 @@ fn emit(line: serde_json::Value) {
 
 pub async fn run(args: LogWriterArgs) -> anyhow::Result<()> {
     let (list, source) = crate::ctl::meta_members(args.meta.clone());
-    let meta = MetaClient::from_list(&list).with_context(|| format!("meta members from {source}"))?;
+    let meta =
+        MetaClient::from_list(&list).with_context(|| format!("meta members from {source}"))?;
     let lease = loop {
         match meta.acquire_lease(&args.holder, args.lease_ms).await {
             Ok(lease) => break lease,
