@@ -11,7 +11,7 @@ pub use placement::free_port;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use sixfold_log_service::client::SegmentClient;
@@ -60,34 +60,17 @@ impl Cluster {
     /// Starts node `i` (0-based) and waits until it answers.
     pub async fn start_node(&mut self, i: usize) {
         assert!(self.nodes[i].is_none(), "node {i} already running");
-        let log = std::fs::File::create(self.dir.path().join(format!(
-            "storage-{}.{}.log",
-            i + 1,
-            unique()
-        )))
-        .unwrap();
-        let child = Command::new(BIN)
-            .args(["storage", "--node-id", &(i + 1).to_string()])
-            .arg("--data-dir")
-            .arg(self.node_dir(i))
-            .arg("--placement")
-            .arg(&self.placement_path)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("spawn sixfold storage");
+        let child = placement::start_storage(
+            self.dir.path(),
+            &self.node_dir(i),
+            &self.placement,
+            &self.placement_path,
+            i,
+            &[],
+            &[],
+        )
+        .await;
         self.nodes[i] = Some(child);
-        let client = self.client(i);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while client.status(PgId(0)).await.is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "storage node {i} did not come up"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
     }
 
     pub fn kill9(&mut self, i: usize) {
@@ -172,13 +155,6 @@ impl Drop for Cluster {
             let _ = child.wait();
         }
     }
-}
-
-fn unique() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
 }
 
 pub fn file_len(p: &Path) -> u64 {

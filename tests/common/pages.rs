@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -17,7 +17,7 @@ use rand::rngs::StdRng;
 use sixfold_log_service::client::SegmentClient;
 use sixfold_log_service::placement::Placement;
 use sixfold_log_service::writer::{QuorumWriter, RecordSpec, WriterConfig};
-use sixfold_log_service::{Lsn, PageId, PgId};
+use sixfold_log_service::{Lsn, PageId};
 use sixfold_proto::page::PgPageStatus;
 use sixfold_storage::page::{PAGE_BODY_BYTES, SLOT_BYTES};
 use sixfold_storage::page_client::PageClient;
@@ -94,40 +94,17 @@ impl PagesCluster {
 
     pub async fn start_node(&mut self, i: usize) {
         assert!(self.nodes[i].is_none(), "node {i} already running");
-        let stamp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let log = std::fs::File::create(
-            self.dir
-                .path()
-                .join(format!("storage-{}.{stamp}.log", i + 1)),
+        let child = placement::start_storage(
+            self.dir.path(),
+            &self.node_dir(i),
+            &self.placement,
+            &self.placement_path,
+            i,
+            &self.args,
+            &self.env,
         )
-        .unwrap();
-        let mut cmd = Command::new(BIN);
-        cmd.args(["storage", "--node-id", &(i + 1).to_string()])
-            .arg("--data-dir")
-            .arg(self.node_dir(i))
-            .arg("--placement")
-            .arg(&self.placement_path)
-            .args(&self.args)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log);
-        for (k, v) in &self.env {
-            cmd.env(k, v);
-        }
-        self.nodes[i] = Some(cmd.spawn().expect("spawn sixfold storage"));
-        let client = self.log_client(i);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while client.status(PgId(0)).await.is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "storage node {i} did not come up"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        .await;
+        self.nodes[i] = Some(child);
     }
 
     pub fn kill9(&mut self, i: usize) {
