@@ -68,10 +68,17 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .join(",");
     let meta_addrs = meta_list(base);
 
+    // The storage nodes share this machine's cores instead of each starting one thread per core.
+    let storage_threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get() / STORAGE_NODES as usize)
+        .max(1)
+        .to_string();
     let mut procs = Vec::new();
     for i in 1..=META_MEMBERS {
         let mut cmd = Command::new(&exe);
-        cmd.args(["meta", "--id", &i.to_string(), "--members", &members])
+        // A meta member's work is small; one async thread each leaves the cores to storage.
+        cmd.args(["--worker-threads", "1"])
+            .args(["meta", "--id", &i.to_string(), "--members", &members])
             .arg("--data-dir")
             .arg(dir.join(format!("meta-{i}")));
         if fresh && i == 1 {
@@ -91,19 +98,20 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         let listen = format!("127.0.0.1:{}", base + 100 + i as u16);
         let az = format!("az{}", i.div_ceil(2));
         let mut cmd = Command::new(&exe);
-        cmd.args([
-            "storage",
-            "--node-id",
-            &i.to_string(),
-            "--meta",
-            &meta_addrs,
-            "--listen",
-            &listen,
-            "--az",
-            &az,
-        ])
-        .arg("--data-dir")
-        .arg(dir.join(format!("storage-{i}")));
+        cmd.args(["--worker-threads", &storage_threads])
+            .args([
+                "storage",
+                "--node-id",
+                &i.to_string(),
+                "--meta",
+                &meta_addrs,
+                "--listen",
+                &listen,
+                "--az",
+                &az,
+            ])
+            .arg("--data-dir")
+            .arg(dir.join(format!("storage-{i}")));
         let child = spawn(cmd, &dir.join(format!("storage-{i}.log")))?;
         procs.push(Proc {
             role: "storage",

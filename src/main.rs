@@ -20,6 +20,10 @@ use clap::{Parser, Subcommand};
     about = "An Aurora-style distributed SQL database"
 )]
 struct Cli {
+    /// Threads that run this process's async work [default: one per CPU core]. Several
+    /// processes sharing a machine (a local cluster) each do better with a share of the cores.
+    #[arg(long, global = true, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    worker_threads: Option<u16>,
     #[command(subcommand)]
     command: Command,
 }
@@ -58,7 +62,12 @@ fn run() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Runtime::new()?;
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if let Some(n) = cli.worker_threads {
+        runtime.worker_threads(n.into());
+    }
+    let runtime = runtime.build()?;
     match cli.command {
         Command::Storage(args) => runtime.block_on(storage_cmd::run(args)),
         Command::Meta(args) => runtime.block_on(meta_cmd::run(args)),

@@ -74,6 +74,10 @@ pub struct LogArgs {
     /// Print the results as JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// An extra argument for every `sixfold storage` process (repeatable), e.g.
+    /// `--storage-arg=--page-upload-ms=3600000` to see what the uploader costs.
+    #[arg(long, allow_hyphen_values = true)]
+    storage_arg: Vec<String>,
 }
 
 /// One commit's records: the pages they change and the payload each carries.
@@ -200,7 +204,8 @@ pub async fn run(args: LogArgs) -> anyhow::Result<()> {
         bin.display()
     ));
 
-    let mut cluster = StorageCluster::start(&bin, &dir, args.pgs, BENCH_PAGES_PER_PG)?;
+    let mut cluster =
+        StorageCluster::start(&bin, &dir, args.pgs, BENCH_PAGES_PER_PG, &args.storage_arg)?;
     cluster.wait_ready().await?;
     let storage_pids = cluster.pids();
     let writer = tokio::time::timeout(

@@ -99,7 +99,7 @@ async fn over_grpc(args: &PagesArgs, config: &BenchConfig) -> anyhow::Result<(St
     let dir = tempfile::Builder::new()
         .prefix("sixfold-bench-pages-")
         .tempdir()?;
-    let mut cluster = StorageCluster::start(&bin, dir.path(), 1, config.pages)?;
+    let mut cluster = StorageCluster::start(&bin, dir.path(), 1, config.pages, &[])?;
     cluster.wait_ready().await?;
     let writer =
         QuorumWriter::open(cluster.placement().clone(), None, WriterConfig::default()).await?;

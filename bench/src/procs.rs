@@ -33,13 +33,15 @@ pub struct StorageCluster {
 
 impl StorageCluster {
     /// Starts six storage nodes of `bin` with their data and logs under `dir`, holding a volume of
-    /// `pg_count` PGs of `pages_per_pg` pages each. Returns once the processes are spawned; call
-    /// [`StorageCluster::wait_ready`] before writing.
+    /// `pg_count` PGs of `pages_per_pg` pages each; `extra_args` go to every `sixfold storage`.
+    /// Returns once the processes are spawned; call [`StorageCluster::wait_ready`] before
+    /// writing.
     pub fn start(
         bin: &Path,
         dir: &Path,
         pg_count: u32,
         pages_per_pg: u64,
+        extra_args: &[String],
     ) -> anyhow::Result<StorageCluster> {
         if !bin.is_file() {
             bail!(
@@ -66,13 +68,21 @@ impl StorageCluster {
             placement: placement.clone(),
             children: Vec::new(),
         };
+        // Six processes share this machine: each gets its share of the cores for async work
+        // rather than one thread per core (12 runnable workers on 2 cores only add switches).
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get() / SEGMENTS_PER_PG)
+            .max(1)
+            .to_string();
         for node in &placement.nodes {
             let data = dir.join(format!("storage-{}", node.id));
             let log_path = dir.join(format!("storage-{}.log", node.id));
             let log = File::create(&log_path)
                 .with_context(|| format!("while creating {}", log_path.display()))?;
             let child = Command::new(bin)
+                .args(["--worker-threads", &threads])
                 .arg("storage")
+                .args(extra_args)
                 .arg("--node-id")
                 .arg(node.id.get().to_string())
                 .arg("--data-dir")

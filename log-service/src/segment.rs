@@ -282,6 +282,13 @@ impl Segment {
 
     fn unmaterialized(&self, materialized: Lsn) -> usize {
         let inner = self.lock();
+        // LSNs are dense over the volume, so a PG holds at most one record per LSN above M: a
+        // short distance settles it without walking the index on every append.
+        let max = inner.index.keys().next_back().copied().unwrap_or(Lsn::ZERO);
+        let distance = max.get().saturating_sub(materialized.get());
+        if distance <= UNMATERIALIZED_RECORDS_MAX as u64 {
+            return distance as usize;
+        }
         inner
             .index
             .range((Bound::Excluded(materialized), Bound::Unbounded))
@@ -607,7 +614,9 @@ impl Segment {
                 let ok = record::decode(&out[read_at..read_at + len])
                     .is_ok_and(|r| r.header.lsn == *lsn && r.bytes.len() == len);
                 if ok {
-                    out.copy_within(read_at..read_at + len, write_at);
+                    if write_at != read_at {
+                        out.copy_within(read_at..read_at + len, write_at);
+                    }
                     write_at += len;
                 } else {
                     corrupt.push(*lsn);

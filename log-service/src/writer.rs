@@ -17,7 +17,7 @@
 //! - LSNs are never allocated beyond VDL + LAL, which bounds the memory of queued redo.
 //! - A writer that any segment calls fenced stops: every waiter gets [`WriterError::Fenced`].
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,7 +25,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use thiserror::Error;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::client::{DurableHint, SegmentClient};
@@ -116,6 +116,27 @@ struct State {
     cpls: VecDeque<Lsn>,
     pgs: Vec<PgState>,
     fenced: Option<String>,
+    /// Commits waiting for the VDL to reach their LSN; each is woken once, when it does. At
+    /// most one entry per committer, and committers are bounded by the LAL.
+    waiters: BTreeMap<Lsn, Vec<oneshot::Sender<()>>>,
+}
+
+impl State {
+    /// Removes the waiters the VDL has reached, for the caller to wake once the lock is let go.
+    fn take_reached(&mut self) -> Vec<oneshot::Sender<()>> {
+        if self
+            .waiters
+            .first_key_value()
+            .is_none_or(|(l, _)| *l > self.vdl)
+        {
+            return Vec::new();
+        }
+        let pending = self.waiters.split_off(&self.vdl.next());
+        std::mem::replace(&mut self.waiters, pending)
+            .into_values()
+            .flatten()
+            .collect()
+    }
 }
 
 struct Shared {
@@ -205,6 +226,7 @@ impl QuorumWriter {
             cpls: VecDeque::from([rec.truncated_through]),
             pgs,
             fenced: None,
+            waiters: BTreeMap::new(),
         };
         let (progress, _) = watch::channel(Progress {
             vdl: rec.durable_hint,
@@ -332,8 +354,14 @@ impl QuorumWriter {
                     st.next_lsn = last.next();
                     st.cpls.push_back(last);
                     drop(st);
-                    for (i, pg) in routes.iter().enumerate() {
-                        self.shared.queued[*pg].send_replace(Lsn(commit.first.get() + i as u64));
+                    // Wake each PG's senders once, with that PG's last record of the MTR.
+                    let mut woken = Vec::with_capacity(routes.len());
+                    for (i, pg) in routes.iter().enumerate().rev() {
+                        if !woken.contains(pg) {
+                            woken.push(*pg);
+                            self.shared.queued[*pg]
+                                .send_replace(Lsn(commit.first.get() + i as u64));
+                        }
                     }
                     return Ok(commit);
                 }
@@ -346,15 +374,22 @@ impl QuorumWriter {
 
     /// Waits until the VDL reaches `lsn`.
     pub async fn wait_durable(&self, lsn: Lsn) -> Result<(), WriterError> {
-        let mut rx = self.shared.progress.subscribe();
-        let p = *rx
-            .wait_for(|p| p.fenced || p.vdl >= lsn)
-            .await
-            .map_err(|_| WriterError::Unavailable("writer stopped".into()))?;
-        if p.vdl >= lsn {
-            Ok(())
-        } else {
-            Err(self.fenced_error())
+        let reached = {
+            let mut st = self.shared.lock();
+            if st.vdl >= lsn {
+                return Ok(());
+            }
+            if let Some(why) = &st.fenced {
+                return Err(WriterError::Fenced(why.clone()));
+            }
+            let (tx, rx) = oneshot::channel();
+            st.waiters.entry(lsn).or_default().push(tx);
+            rx
+        };
+        // Dropped unsent only when the writer is fenced.
+        match reached.await {
+            Ok(()) => Ok(()),
+            Err(_) => Err(self.fenced_error()),
         }
     }
 
@@ -400,7 +435,10 @@ impl Shared {
             st.fenced = Some(why);
         }
         let vdl = st.vdl;
+        // Dropping the senders tells every waiter the writer is fenced.
+        let waiters = std::mem::take(&mut st.waiters);
         drop(st);
+        drop(waiters);
         self.progress.send_replace(Progress { vdl, fenced: true });
     }
 
@@ -416,7 +454,11 @@ impl Shared {
         self.recompute(&mut st, pg);
         let after = st.vdl;
         let fenced = st.fenced.is_some();
+        let reached = st.take_reached();
         drop(st);
+        for waiter in reached {
+            let _ = waiter.send(());
+        }
         if after > before {
             self.progress.send_replace(Progress { vdl: after, fenced });
         }
@@ -466,12 +508,18 @@ impl Shared {
         if start == p.buffer.len() {
             return None;
         }
-        let mut buf = Vec::new();
-        let mut last = cursor;
-        for (lsn, bytes) in p.buffer.range(start..) {
-            if !buf.is_empty() && buf.len() + bytes.len() > BATCH_BYTES_MAX {
+        let mut size = 0;
+        let mut end = start;
+        for (_, bytes) in p.buffer.range(start..) {
+            if end > start && size + bytes.len() > BATCH_BYTES_MAX {
                 break;
             }
+            size += bytes.len();
+            end += 1;
+        }
+        let mut buf = Vec::with_capacity(size);
+        let mut last = cursor;
+        for (lsn, bytes) in p.buffer.range(start..end) {
             buf.extend_from_slice(bytes);
             last = *lsn;
         }

@@ -263,9 +263,9 @@ pub async fn materialize_all(
     while store.materialized() < last {
         let (s, seg) = (store.clone(), segment.clone());
         tokio::task::spawn_blocking(move || {
-            let progressed = materializer::step(&s, &seg, Lsn::ZERO)?;
+            let stepped = materializer::step(&s, &seg, Lsn::ZERO)?;
             s.freeze_if_due()?;
-            if !progressed {
+            if !stepped.progressed() {
                 std::thread::sleep(Duration::from_millis(1));
             }
             Ok::<_, StorageError>(())

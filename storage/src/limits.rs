@@ -42,6 +42,9 @@ pub const MATERIALIZE_BATCH_BYTES: usize = 256 * 1024;
 /// How often the materializer looks at the segment when SCL did not move (the VDL hint and
 /// complete LSN move without waking anyone).
 pub const MATERIALIZE_POLL_INTERVAL: Duration = Duration::from_millis(20);
+/// Least time between two materialization steps of a segment that is keeping up: the records
+/// of many appends are read and applied in one step instead of one step per append.
+pub const MATERIALIZE_PACE: Duration = Duration::from_millis(10);
 /// How often a segment checks whether to write an image layer and drop old versions.
 pub const COMPACT_INTERVAL: Duration = Duration::from_millis(500);
 /// How often every layer file is re-read and its CRCs checked (scrub).

@@ -32,7 +32,9 @@ use sixfold_log_service::record;
 use sixfold_log_service::segment::Segment;
 
 use crate::error::{StorageError, blocking};
-use crate::limits::{COMPACT_INTERVAL, MATERIALIZE_POLL_INTERVAL, SCRUB_INTERVAL};
+use crate::limits::{
+    COMPACT_INTERVAL, MATERIALIZE_PACE, MATERIALIZE_POLL_INTERVAL, SCRUB_INTERVAL,
+};
 use crate::node::SegmentPages;
 use crate::object_storage::fetch_layer;
 use crate::page_store::PageStore;
@@ -41,18 +43,34 @@ use crate::read_points::{Horizon, ReadPoints};
 /// Frozen layers waiting for their file before materialization pauses (memory bound).
 const FROZEN_LAYERS_MAX: usize = 2;
 
+/// What one materialization step did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// M did not move: nothing durable and gap-free above it yet.
+    Idle,
+    /// M moved and caught up with what was there to read.
+    CaughtUp,
+    /// M moved by a whole batch and more is waiting: step again at once.
+    Behind,
+}
+
+impl Step {
+    pub fn progressed(self) -> bool {
+        self != Step::Idle
+    }
+}
+
 /// One step: reads the next batch of durable, gap-free records above M and applies them.
-/// Returns whether M moved.
 pub fn step(
     store: &PageStore,
     segment: &Segment,
     known_durable: Lsn,
-) -> Result<bool, StorageError> {
+) -> Result<Step, StorageError> {
     let state = segment.state();
     let durable = state.vdl_hint.max(known_durable);
     let m = store.materialized();
     if durable <= m {
-        return Ok(false);
+        return Ok(Step::Idle);
     }
     let tail = store.pg_tail();
     let got = segment.read(m, durable, store.batch_bytes())?;
@@ -77,60 +95,82 @@ pub fn step(
         && after.scl >= state.scl;
     let new_m = if whole { durable } else { last.max(m) };
     if new_m == m {
-        return Ok(false);
+        return Ok(Step::Idle);
     }
     store.ingest(&views[..chained], new_m, last)?;
-    Ok(true)
+    Ok(if got.more {
+        Step::Behind
+    } else {
+        Step::CaughtUp
+    })
 }
 
 /// The materialization loop of one segment. Runs until the process ends.
+///
+/// Steps are paced: unless the last step left a whole batch behind, the next one starts at
+/// least [`MATERIALIZE_PACE`] after it, so a busy segment is materialized in batches of many
+/// appends rather than woken by each one. Nothing waits on M closely (GetPage applies the hot
+/// log above it), so the pace only trades a few milliseconds of lag for far fewer wakeups.
 pub async fn run(ctx: Arc<SegmentPages>, store: Arc<PageStore>) {
     let pg = ctx.pg.get();
     let mut scl = ctx.segment.subscribe_scl();
     ctx.segment.note_materialized(store.materialized());
     let mut failures = 0u32;
+    let mut last_step = tokio::time::Instant::now();
     loop {
         let corrupt = store.take_corrupt();
         if !corrupt.is_empty() {
             repair(&ctx, &store, &corrupt).await;
         }
-        let mut progressed = false;
-        if store.frozen_layers() < FROZEN_LAYERS_MAX {
-            let (s, seg) = (store.clone(), ctx.segment.clone());
-            let known = Lsn(ctx.known_durable.load(Ordering::Relaxed));
-            match blocking(move || step(&s, &seg, known)).await {
-                Ok(p) => {
-                    progressed = p;
-                    failures = 0;
-                }
-                Err(e) => {
-                    failures += 1;
-                    if failures.is_power_of_two() {
-                        tracing::warn!(pg, error = %e, failures, "materialization step failed; retrying");
-                    }
-                }
-            }
-        }
-        let s = store.clone();
-        if let Err(e) = blocking(move || s.freeze_if_due()).await {
-            tracing::warn!(pg, error = %e, "could not write a delta layer; retrying");
-        }
-        ctx.segment.note_materialized(store.materialized());
-        if !progressed {
-            let backoff = if failures > 0 {
-                Duration::from_millis(100).min(MATERIALIZE_POLL_INTERVAL * failures)
+        let (s, seg) = (store.clone(), ctx.segment.clone());
+        let known = Lsn(ctx.known_durable.load(Ordering::Relaxed));
+        let stepped = blocking(move || {
+            let stepped = if s.frozen_layers() < FROZEN_LAYERS_MAX {
+                step(&s, &seg, known)
             } else {
-                MATERIALIZE_POLL_INTERVAL
+                Ok(Step::Idle)
             };
-            tokio::select! {
-                r = scl.changed() => {
-                    if r.is_err() {
-                        tokio::time::sleep(backoff).await;
-                    }
+            if let Err(e) = s.freeze_if_due() {
+                tracing::warn!(pg = s.pg().get(), error = %e, "could not write a delta layer; retrying");
+            }
+            stepped
+        })
+        .await;
+        last_step = last_step.max(tokio::time::Instant::now());
+        let stepped = match stepped {
+            Ok(p) => {
+                failures = 0;
+                p
+            }
+            Err(e) => {
+                failures += 1;
+                if failures.is_power_of_two() {
+                    tracing::warn!(pg, error = %e, failures, "materialization step failed; retrying");
                 }
-                _ = tokio::time::sleep(backoff) => {}
+                Step::Idle
+            }
+        };
+        ctx.segment.note_materialized(store.materialized());
+        match stepped {
+            Step::Behind => continue,
+            Step::CaughtUp => {}
+            Step::Idle => {
+                let backoff = if failures > 0 {
+                    Duration::from_millis(100).min(MATERIALIZE_POLL_INTERVAL * failures)
+                } else {
+                    MATERIALIZE_POLL_INTERVAL
+                };
+                tokio::select! {
+                    r = scl.changed() => {
+                        if r.is_err() {
+                            tokio::time::sleep(backoff).await;
+                        }
+                    }
+                    _ = tokio::time::sleep(backoff) => {}
+                }
             }
         }
+        tokio::time::sleep_until(last_step + MATERIALIZE_PACE).await;
     }
 }
 

@@ -156,6 +156,8 @@ impl NodePages {
 pub struct PageNode {
     inner: Arc<NodePages>,
     tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    /// Runs the background work; Some until dropped.
+    background: Option<tokio::runtime::Runtime>,
 }
 
 impl Drop for PageNode {
@@ -163,7 +165,38 @@ impl Drop for PageNode {
         for t in self.tasks.lock().expect("tasks lock poisoned").drain(..) {
             t.abort();
         }
+        if let Some(rt) = self.background.take() {
+            // Dropping a runtime waits for its blocking threads, which an async caller must
+            // not do; they finish their current step on their own.
+            rt.shutdown_background();
+        }
     }
+}
+
+/// Nice value of the background threads: under CFS a nice-10 thread gets about a tenth of the
+/// CPU a normal one does when both want it, and all of it when the log path is idle.
+const BACKGROUND_NICE: libc::c_int = 10;
+
+/// The runtime that materializes, compacts, scrubs and uploads, apart from the one that serves
+/// the log: its threads (workers and blocking pool alike) run at a lower priority, so on a busy
+/// machine appends and GetPage are served first and background work fills the idle time.
+/// Materialization still cannot fall behind without bound: the segment's back-pressure
+/// (`note_materialized`) slows the writer when it does.
+fn background_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("sixfold-background")
+        .on_thread_start(|| {
+            // SAFETY: plain syscalls on the calling thread; no memory is shared with them.
+            let rc = unsafe {
+                libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, BACKGROUND_NICE)
+            };
+            if rc != 0 {
+                tracing::debug!(error = %std::io::Error::last_os_error(), "could not lower a background thread's priority");
+            }
+        })
+        .enable_all()
+        .build()
 }
 
 fn has_layer_files(dir: &Path) -> bool {
@@ -190,6 +223,7 @@ impl PageNode {
         let store_config = config.store_config(pgs.len());
         let read_points = Arc::new(ReadPoints::new(config.read_point_ttl));
         let tasks = Arc::new(Mutex::new(Vec::new()));
+        let background = background_runtime()?;
         let mut segments = BTreeMap::new();
         for pg in pgs {
             let segment = storage.segment(pg.id)?.clone();
@@ -208,7 +242,7 @@ impl PageNode {
                 last_upload_error: Mutex::new(String::new()),
             });
             let dir = data_dir.join("pages").join(format!("pg-{}", pg.id.get()));
-            let handle = tokio::spawn(bring_up(
+            let handle = background.spawn(bring_up(
                 ctx.clone(),
                 dir,
                 peers,
@@ -229,6 +263,7 @@ impl PageNode {
                 read_points,
             }),
             tasks,
+            background: Some(background),
         })
     }
 
