@@ -49,6 +49,7 @@ async fn round(segment: &Arc<Segment>, peers: &[SegmentClient]) -> Result<(), St
             _ => None,
         })
         .collect();
+    segment.note_peers_answering(live.iter().map(|(p, _)| p.node()).collect());
     if let Some((_, newest)) = live.iter().max_by_key(|(_, s)| s.declaration.epoch) {
         let declaration = newest.declaration.clone();
         let s = segment.clone();

@@ -42,7 +42,7 @@ use crate::limits::{
     VDL_HINT_PERSIST_INTERVAL,
 };
 use crate::record::{self, RecordView};
-use crate::types::{Epoch, Lsn, PgId};
+use crate::types::{Epoch, Lsn, NodeId, PgId};
 
 /// Where a record is in the hot log file.
 #[derive(Debug, Clone, Copy)]
@@ -146,6 +146,8 @@ pub struct Segment {
     scl_tx: watch::Sender<Lsn>,
     /// The LSN up to which a consumer has materialized this segment; None: no consumer, no gate.
     materialized_tx: watch::Sender<Option<Lsn>>,
+    /// The peers that answered the latest gossip round, and when; None before the first round.
+    peers_answering: Mutex<Option<(Instant, Vec<NodeId>)>>,
 }
 
 impl Segment {
@@ -241,6 +243,7 @@ impl Segment {
             Segment {
                 scl_tx,
                 materialized_tx: watch::Sender::new(None),
+                peers_answering: Mutex::new(None),
                 pg,
                 pages,
                 log_path,
@@ -315,6 +318,19 @@ impl Segment {
                 ));
             }
         }
+    }
+
+    /// Gossip records which peers of the PG answered its latest round.
+    pub fn note_peers_answering(&self, peers: Vec<NodeId>) {
+        *self.peers_answering.lock().expect("peers lock poisoned") = Some((Instant::now(), peers));
+    }
+
+    /// The peers that answered the latest gossip round and how long ago it was; None before the
+    /// first round.
+    pub fn peers_answering(&self) -> Option<(std::time::Duration, Vec<NodeId>)> {
+        let view = self.peers_answering.lock().expect("peers lock poisoned");
+        view.as_ref()
+            .map(|(at, peers)| (at.elapsed(), peers.clone()))
     }
 
     fn publish_scl(&self, scl: Lsn) {

@@ -59,6 +59,9 @@ pub const HOT_SCAN_BYTES_MAX: usize = 4 * 1024 * 1024;
 
 /// Records of one layer file (a sanity bound checked when a file is opened).
 pub const LAYER_ENTRIES_MAX: u64 = 1 << 32;
+/// A gossip view of the PG's peers older than this is not trusted to decide who uploads: the
+/// node uploads its copy itself rather than risk that nobody does.
+pub const UPLOADER_VIEW_STALE: Duration = Duration::from_secs(10);
 /// Bytes of hot log in one object uploaded as log.
 pub const UPLOAD_LOG_CHUNK_BYTES_MAX: usize = 8 * 1024 * 1024;
 /// Log objects uploaded in one upload pass, so one pass is bounded.

@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 use crate::config::{PageArgs, PageConfig};
 use crate::error::StorageError;
 use crate::layer_file::LAYER_SUFFIX;
-use crate::limits::{GETPAGE_CATCH_UP_WAIT, RESTORE_ATTEMPTS_MAX};
+use crate::limits::{GETPAGE_CATCH_UP_WAIT, RESTORE_ATTEMPTS_MAX, UPLOADER_VIEW_STALE};
 use crate::materializer;
 use crate::object_storage::{self, ObjectStorage, RestoreReport, Uploader};
 use crate::page::Page;
@@ -364,8 +364,18 @@ async fn upload_loop(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut uploader = None;
     let mut failures = 0u32;
+    let started = tokio::time::Instant::now();
+    let mut uploading = false;
     loop {
         ticker.tick().await;
+        let elected = is_uploader(&ctx, started.elapsed());
+        if elected != uploading {
+            uploading = elected;
+            tracing::info!(pg, uploading, "object-storage uploader role changed");
+        }
+        if !uploading {
+            continue;
+        }
         let up = match &mut uploader {
             Some(u) => u,
             None => match Uploader::start(storage.clone(), ctx.node, ctx.pg).await {
@@ -392,6 +402,19 @@ async fn upload_loop(
                 tracing::debug!(pg, "uploader restarts from its manifest");
             }
         }
+    }
+}
+
+/// Whether this node uploads its copy of the PG. One copy of each PG is enough in object
+/// storage, so of the segments that reach each other only the lowest-numbered node uploads; the
+/// others stand by and take over when gossip stops hearing from every lower one. When views
+/// disagree (a partition) two copies are uploaded, each under its own node's prefix: a waste,
+/// never a loss. With no view at all (gossip not answering for a while) the node uploads.
+fn is_uploader(ctx: &SegmentPages, running_for: Duration) -> bool {
+    match ctx.segment.peers_answering() {
+        Some((age, peers)) if age < UPLOADER_VIEW_STALE => peers.iter().all(|p| *p > ctx.node),
+        Some(_) => true,
+        None => running_for >= UPLOADER_VIEW_STALE,
     }
 }
 
