@@ -41,16 +41,7 @@ async fn one_node_uploads_each_pg_and_the_next_takes_over() {
         let vdl = write_random(&writer, &mut model, &mut rng, &pages, 300).await;
         wait_uploaded(&cluster, 0, vdl, Duration::from_secs(30)).await;
     }
-    for i in 1..6 {
-        for s in cluster.status(i).await {
-            assert_eq!(
-                s.uploaded_lsn,
-                0,
-                "node {} uploaded while node 1 was reachable: {s:?}",
-                i + 1
-            );
-        }
-    }
+    assert_uploaded_nothing(&cluster, 1..6, "node 1").await;
     assert_eq!(uploading_nodes(&cluster), vec!["node-1".to_string()]);
 
     cluster.kill9(0);
@@ -62,12 +53,21 @@ async fn one_node_uploads_each_pg_and_the_next_takes_over() {
         uploading_nodes(&cluster),
         vec!["node-1".to_string(), "node-2".to_string()]
     );
-    for i in 2..6 {
+    assert_uploaded_nothing(&cluster, 2..6, "node 2").await;
+}
+
+/// Asserts that the nodes at `indexes` report nothing uploaded for any PG.
+async fn assert_uploaded_nothing(
+    cluster: &PagesCluster,
+    indexes: std::ops::Range<usize>,
+    uploader: &str,
+) {
+    for i in indexes {
         for s in cluster.status(i).await {
             assert_eq!(
                 s.uploaded_lsn,
                 0,
-                "node {} uploaded while node 2 was reachable: {s:?}",
+                "node {} uploaded while {uploader} was reachable: {s:?}",
                 i + 1
             );
         }
