@@ -156,12 +156,7 @@ async fn reopen_cuts_torn_tail_and_skips_corruption() {
     assert_eq!(std::fs::metadata(&log).unwrap().len(), good);
     let state = seg.state();
     assert_eq!((state.scl, state.record_count), (Lsn(3), 9));
-    let served = seg.read(Lsn::ZERO, Lsn::MAX, 1 << 20).unwrap();
-    let lsns: Vec<u64> = record::decode_all(&served.records)
-        .unwrap()
-        .iter()
-        .map(|r| r.header.lsn.get())
-        .collect();
+    let lsns = served_lsns(&seg);
     assert_eq!(lsns, vec![1, 2, 3, 5, 6, 7, 8, 9, 10]);
     // A peer's good copy fills the hole.
     assert_eq!(
@@ -252,16 +247,21 @@ async fn rot_found_on_read_is_not_served() {
     bytes[at + record::RECORD_HEADER_BYTES] ^= 0x40;
     std::fs::write(&log, &bytes).unwrap();
 
-    let served = seg.read(Lsn::ZERO, Lsn::MAX, 1 << 20).unwrap();
-    let lsns: Vec<u64> = record::decode_all(&served.records)
-        .unwrap()
-        .iter()
-        .map(|r| r.header.lsn.get())
-        .collect();
+    let lsns = served_lsns(&seg);
     assert_eq!(lsns, vec![1, 2, 3, 4, 6, 7, 8]);
     assert_eq!(seg.state().scl, Lsn(4));
     assert_eq!(
         seg.append(&chain(5, 5), Origin::Gossip).await.unwrap(),
         Lsn(8)
     );
+}
+
+/// The LSNs `seg` serves for everything it holds, in order.
+fn served_lsns(seg: &Segment) -> Vec<u64> {
+    let served = seg.read(Lsn::ZERO, Lsn::MAX, 1 << 20).unwrap();
+    record::decode_all(&served.records)
+        .unwrap()
+        .iter()
+        .map(|r| r.header.lsn.get())
+        .collect()
 }

@@ -617,15 +617,7 @@ mod tests {
     use super::*;
     use crate::page::PageKind;
     use crate::redo::PageRedo;
-    use crate::versions::VersionChains;
-
-    fn redo(r: &PageRedo) -> Version {
-        let (kind, payload) = r.encode();
-        Version::Redo {
-            kind,
-            payload: Bytes::from(payload),
-        }
-    }
+    use crate::versions::{VersionChains, redo_version as redo};
 
     fn sample() -> VersionChains {
         let mut v = VersionChains::new(Lsn(10), Lsn(10));

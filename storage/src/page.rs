@@ -586,16 +586,21 @@ mod tests {
         assert_eq!(parsed.kind(), None);
         assert_eq!(parsed.free_space(), 0);
         for bit in [0, 7, 33, 8 * 100, 8 * PAGE_SIZE - 1] {
-            let mut bytes = [0u8; PAGE_SIZE];
-            bytes[bit / 8] ^= 1 << (bit % 8);
-            assert!(
-                matches!(
-                    Page::from_bytes(&bytes),
-                    Err(PageError::ChecksumMismatch { .. })
-                ),
-                "bit {bit}"
-            );
+            assert_flip_is_caught(&[0u8; PAGE_SIZE], bit);
         }
+    }
+
+    /// Flips `bit` of a copy of `bytes` and asserts the page checksum refuses it.
+    fn assert_flip_is_caught(bytes: &[u8], bit: usize) {
+        let mut bytes = bytes.to_vec();
+        bytes[bit / 8] ^= 1 << (bit % 8);
+        assert!(
+            matches!(
+                Page::from_bytes(&bytes),
+                Err(PageError::ChecksumMismatch { .. })
+            ),
+            "bit {bit}"
+        );
     }
 
     // Proves that any single flipped bit in an initialized page is caught by the checksum,
@@ -604,15 +609,7 @@ mod tests {
     fn flipped_bits_fail_the_checksum() {
         let page = sample_page();
         for bit in (0..8 * PAGE_SIZE).step_by(61) {
-            let mut bytes = page.as_bytes().to_vec();
-            bytes[bit / 8] ^= 1 << (bit % 8);
-            assert!(
-                matches!(
-                    Page::from_bytes(&bytes),
-                    Err(PageError::ChecksumMismatch { .. })
-                ),
-                "bit {bit}"
-            );
+            assert_flip_is_caught(page.as_bytes(), bit);
         }
     }
 

@@ -210,18 +210,21 @@ impl VersionChains {
     }
 }
 
+/// A redo version of `r`, as the materializer stores it (for tests here and in `layer_file`).
+#[cfg(test)]
+pub(crate) fn redo_version(r: &PageRedo) -> Version {
+    let (kind, payload) = r.encode();
+    Version::Redo {
+        kind,
+        payload: Bytes::from(payload),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::redo_version as redo;
     use super::*;
     use crate::page::PageKind;
-
-    fn redo(r: &PageRedo) -> Version {
-        let (kind, payload) = r.encode();
-        Version::Redo {
-            kind,
-            payload: Bytes::from(payload),
-        }
-    }
 
     fn init(page: u64) -> Version {
         redo(&PageRedo::InitPage {
