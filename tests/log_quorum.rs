@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{Cluster, file_len};
+use common::Cluster;
 use sixfold_log_service::client::DurableHint;
 use sixfold_log_service::error::{ErrorKind, classify};
 use sixfold_log_service::record::{self, RECORD_HEADER_BYTES};
@@ -211,24 +211,26 @@ async fn torn_tail_is_cut_and_corrupt_record_is_refetched() {
     cluster.kill9(4);
     cluster.kill9(5);
 
-    // Node 5: a torn last record (the first 30 bytes of a copy of the last one).
+    // Node 5: a torn last record (30 bytes of a copy of the last one) where the records end,
+    // over the zeros its flusher wrote ahead of them.
     let torn_path = cluster.segment_log(5, 0);
     let mut bytes = std::fs::read(&torn_path).unwrap();
-    let good_len = bytes.len() as u64;
-    let tail = bytes[bytes.len() - 60..bytes.len() - 30].to_vec();
+    let good_len = record::log_end(&bytes);
+    let tail = bytes[good_len - 60..good_len - 30].to_vec();
+    bytes.truncate(good_len);
     bytes.extend_from_slice(&tail);
     std::fs::write(&torn_path, &bytes).unwrap();
 
     // Node 4: a flipped bit inside the payload of the 100th record.
     let rot_path = cluster.segment_log(4, 0);
     let mut bytes = std::fs::read(&rot_path).unwrap();
-    let rot_len = bytes.len() as u64;
+    let rot_len = record::log_end(&bytes);
     let mut at = 0;
     for _ in 0..100 {
         at += record::decode(&bytes[at..]).unwrap().bytes.len();
     }
     let victim = record::decode(&bytes[at..]).unwrap();
-    let (victim_lsn, victim_len) = (victim.header.lsn, victim.bytes.len() as u64);
+    let (victim_lsn, victim_len) = (victim.header.lsn, victim.bytes.len());
     bytes[at + RECORD_HEADER_BYTES] ^= 0x10;
     std::fs::write(&rot_path, &bytes).unwrap();
 
@@ -237,11 +239,16 @@ async fn torn_tail_is_cut_and_corrupt_record_is_refetched() {
     cluster
         .wait_converged(&[0, 1, 2, 3, 4, 5], last, Duration::from_secs(30))
         .await;
-    assert_eq!(file_len(&torn_path), good_len, "the torn tail must be cut");
+    let torn_bytes = std::fs::read(&torn_path).unwrap();
+    assert_eq!(record::log_end(&torn_bytes), good_len);
+    assert!(
+        torn_bytes[good_len..].iter().all(|b| *b == 0),
+        "the torn tail must be cut"
+    );
     // A good copy was appended (gossip and the page restore path may both fetch it; the
     // index keeps the first), and the bytes served are the peers' bytes (checked below).
     assert!(
-        file_len(&rot_path) >= rot_len + victim_len,
+        record::log_end(&std::fs::read(&rot_path).unwrap()) >= rot_len + victim_len,
         "the corrupt record must be refetched and appended"
     );
     let served = cluster.records(4, 0).await;

@@ -1,43 +1,28 @@
 //! The baseline: the same commits, encoded to the same bytes, group-committed to ONE local file
-//! with `sync_data` before each ack. One copy, no network, no quorum: the physical limit of this
+//! with `fdatasync` before each ack. One copy, no network, no quorum: the physical limit of this
 //! disk for this workload, against which the replicated log path is judged.
 //!
-//! Committers send their encoded mini-transaction over a bounded channel to one flusher thread,
-//! which takes everything queued (the boxcar, capped at the writer's [`BATCH_BYTES_MAX`]), writes
-//! it with one `write`, calls `sync_data()`, and then acks every commit in the batch. That is the
-//! shape of a segment's append + group fsync, minus the network and the other five copies.
-//!
-//! The flusher is an OS thread rather than a tokio task because `write` and `sync_data` block;
-//! a storage node's flusher is a thread for the same reason.
+//! The file is written by a segment's own [`Flusher`]: committers queue their encoded
+//! mini-transaction, and its thread writes everything queued with one `pwrite`, calls
+//! `fdatasync`, and acks every commit the fsync covered, writing zeros ahead of the records
+//! between batches. That is exactly a segment's append and group fsync, minus the network and
+//! the other five copies.
 
 use std::fs::File;
-use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::thread;
 
 use anyhow::{Context, anyhow};
-use sixfold_log_service::limits::BATCH_BYTES_MAX;
+use sixfold_log_service::flusher::{Flusher, QueueError};
 use sixfold_log_service::record::{self, FLAG_CPL};
 use sixfold_log_service::{Lsn, PageId};
-use tokio::sync::{mpsc, oneshot};
 
 use crate::log_bench::{Mtr, Target};
 
-/// Commits queued for the flusher; committers wait for room beyond this (back-pressure).
-const LOCAL_QUEUE_COMMITS_MAX: usize = 4096;
-
-/// One commit waiting for the flusher: its encoded records and where to send the outcome.
-struct Pending {
-    bytes: Vec<u8>,
-    ack: oneshot::Sender<Result<(), String>>,
-}
-
 pub struct LocalLog {
-    tx: Option<mpsc::Sender<Pending>>,
+    flusher: Flusher,
     /// The next LSN to allocate; one PG, so each record's backlink is the LSN before it.
     next_lsn: AtomicU64,
-    flusher: Option<thread::JoinHandle<()>>,
 }
 
 impl LocalLog {
@@ -45,25 +30,11 @@ impl LocalLog {
     pub fn create(path: &Path) -> anyhow::Result<LocalLog> {
         let file =
             File::create(path).with_context(|| format!("while creating {}", path.display()))?;
-        let (tx, rx) = mpsc::channel(LOCAL_QUEUE_COMMITS_MAX);
-        let flusher = thread::Builder::new()
-            .name("local-log-flusher".into())
-            .spawn(move || flush_loop(file, rx))?;
+        let flusher = Flusher::start("local-log-flusher".into(), file, 0)?;
         Ok(LocalLog {
-            tx: Some(tx),
+            flusher,
             next_lsn: AtomicU64::new(1),
-            flusher: Some(flusher),
         })
-    }
-}
-
-impl Drop for LocalLog {
-    fn drop(&mut self) {
-        // Closing the channel stops the flusher once it has drained what is queued.
-        self.tx.take();
-        if let Some(t) = self.flusher.take() {
-            let _ = t.join();
-        }
     }
 }
 
@@ -91,56 +62,21 @@ impl Target for LocalLog {
                 &mtr.payload,
             );
         }
-        let (ack, done) = oneshot::channel();
-        let tx = self.tx.as_ref().expect("open until dropped");
-        tx.send(Pending { bytes, ack })
-            .await
-            .map_err(|_| anyhow!("local-log flusher stopped"))?;
-        done.await
-            .map_err(|_| anyhow!("local-log flusher stopped"))?
-            .map_err(|e| anyhow!("local-log write failed: {e}"))
+        let at = loop {
+            match self.flusher.enqueue(&[&bytes]) {
+                Ok(at) => break at,
+                // The disk is behind by the whole queue: wait as a segment's writer would.
+                Err(QueueError::Full) => tokio::time::sleep(QUEUE_FULL_BACKOFF).await,
+                Err(QueueError::Failed) => return Err(anyhow!("local-log write failed")),
+            }
+        };
+        if self.flusher.wait_synced(at + bytes.len() as u64).await {
+            Ok(())
+        } else {
+            Err(anyhow!("local-log write or fsync failed"))
+        }
     }
 }
 
-fn flush_loop(mut file: File, mut rx: mpsc::Receiver<Pending>) {
-    let mut buf = Vec::with_capacity(BATCH_BYTES_MAX);
-    let mut acks = Vec::new();
-    // A commit that did not fit in the previous batch opens the next one.
-    let mut carry: Option<Pending> = None;
-    loop {
-        let first = match carry.take() {
-            Some(p) => p,
-            None => match rx.blocking_recv() {
-                Some(p) => p,
-                None => return,
-            },
-        };
-        buf.clear();
-        buf.extend_from_slice(&first.bytes);
-        acks.push(first.ack);
-        while let Ok(p) = rx.try_recv() {
-            if buf.len() + p.bytes.len() > BATCH_BYTES_MAX {
-                carry = Some(p);
-                break;
-            }
-            buf.extend_from_slice(&p.bytes);
-            acks.push(p.ack);
-        }
-        let result = file.write_all(&buf).and_then(|()| file.sync_data());
-        match result {
-            Ok(()) => {
-                for ack in acks.drain(..) {
-                    let _ = ack.send(Ok(()));
-                }
-            }
-            Err(e) => {
-                // As on a storage node: after a failed fsync nothing more may be acknowledged.
-                let why = e.to_string();
-                for ack in acks.drain(..) {
-                    let _ = ack.send(Err(why.clone()));
-                }
-                return;
-            }
-        }
-    }
-}
+/// How long a committer waits when the flusher's queue is full.
+const QUEUE_FULL_BACKOFF: std::time::Duration = std::time::Duration::from_millis(1);

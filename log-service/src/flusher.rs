@@ -1,50 +1,108 @@
-//! Group commit for one segment log file: appenders write their bytes, then wait here until an
-//! fsync covers them. One fsync covers every append written before it started, so concurrent
-//! appends (the writer's batch, gossip from peers) share the cost.
+//! The one thread that writes a segment's log file: appenders queue their bytes, and the flusher
+//! writes everything queued with one `pwrite`, makes it durable with one `fdatasync`, and tells
+//! every appender it covered (group commit). Concurrent appends (the writer's batches, gossip
+//! from peers) share both system calls.
+//!
+//! # Preallocation
+//! Between batches the flusher keeps [`PREALLOCATE_AHEAD_BYTES`] of zeros written past the end
+//! of the records, a piece at a time, as PostgreSQL does for its WAL segments. Overwriting blocks
+//! that already exist makes `fdatasync` a data write and a cache flush; appending to the end of
+//! a file also has to allocate blocks and write the inode, which on this VM's disk costs as much
+//! again and serialises six concurrent segments behind one another. `fallocate` does not help:
+//! its unwritten extents must be converted on the first write, which is metadata again.
+//!
+//! So a log file is: records, then zeros (or nothing). [`crate::segment`] stops its scan at the
+//! first byte that does not start a record and treats an all-zero rest as the clean end. A full
+//! disk shows up while preallocating, ahead of the records that would have needed the space: the
+//! flusher logs it and keeps appending into what it has.
+//!
+//! # Failure
+//! A failed write or fsync stops the segment from acknowledging anything, for good: after a
+//! failed fsync the kernel may have dropped the dirty pages, and retrying could report success
+//! for data that is gone (the PostgreSQL "fsyncgate" lesson). A restart re-reads and verifies
+//! the file and gossip refills what is missing, as PostgreSQL's PANIC-and-replay does.
 
 use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 
 use tokio::sync::watch;
 
+use crate::limits::{FLUSH_QUEUE_BYTES_MAX, PREALLOCATE_AHEAD_BYTES, PREALLOCATE_PIECE_BYTES};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FlushProgress {
     /// Every byte below this offset is on stable storage.
     pub synced: u64,
-    /// An fsync failed: nothing written after the last good fsync may be acknowledged, ever.
+    /// A write or an fsync failed: nothing queued after the last good fsync may be
+    /// acknowledged, ever.
     pub failed: bool,
 }
 
+/// Why bytes could not be queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueError {
+    /// More than [`FLUSH_QUEUE_BYTES_MAX`] bytes wait for the disk already.
+    Full,
+    /// A write or fsync failed earlier; the segment no longer takes writes.
+    Failed,
+}
+
 struct State {
-    written: u64,
+    /// Bytes waiting to be written at `queue_at`.
+    queue: Vec<u8>,
+    queue_at: u64,
+    failed: bool,
     stop: bool,
 }
 
+struct Shared {
+    state: Mutex<State>,
+    wake: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("flusher lock poisoned")
+    }
+}
+
 pub struct Flusher {
-    shared: Arc<(Mutex<State>, Condvar)>,
+    shared: Arc<Shared>,
     progress: watch::Receiver<FlushProgress>,
     thread: Option<thread::JoinHandle<()>>,
 }
 
 impl Flusher {
-    /// Starts the flusher thread for `file`, whose first `synced` bytes are already durable.
-    pub fn start(name: String, file: File, synced: u64) -> std::io::Result<Flusher> {
-        let shared = Arc::new((
-            Mutex::new(State {
-                written: synced,
+    /// Starts the flusher thread for `file`, whose records end at `end`, all of them durable.
+    /// Everything from `end` on must be zeros or absent.
+    pub fn start(name: String, file: File, end: u64) -> std::io::Result<Flusher> {
+        let allocated = file.metadata()?.len().max(end);
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                queue: Vec::new(),
+                queue_at: end,
+                failed: false,
                 stop: false,
             }),
-            Condvar::new(),
-        ));
+            wake: Condvar::new(),
+        });
         let (tx, progress) = watch::channel(FlushProgress {
-            synced,
+            synced: end,
             failed: false,
         });
         let thread_shared = shared.clone();
+        let log = LogFile {
+            file,
+            end,
+            allocated,
+            preallocating: true,
+        };
         let thread = thread::Builder::new()
             .name(name)
-            .spawn(move || run(thread_shared, file, synced, tx))?;
+            .spawn(move || run(&thread_shared, log, &tx))?;
         Ok(Flusher {
             shared,
             progress,
@@ -52,15 +110,28 @@ impl Flusher {
         })
     }
 
-    /// Tells the flusher that bytes up to `written` are in the file and need an fsync.
-    pub fn written(&self, written: u64) {
-        let (lock, cv) = &*self.shared;
-        let mut state = lock.lock().expect("flusher lock poisoned");
-        state.written = state.written.max(written);
-        cv.notify_one();
+    /// Queues `parts`, back to back, for the end of the log and returns the offset the first
+    /// will be written at. Callers serialise their calls (the segment lock), so offsets follow
+    /// their order.
+    pub fn enqueue(&self, parts: &[&[u8]]) -> Result<u64, QueueError> {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        let mut state = self.shared.lock();
+        if state.failed {
+            return Err(QueueError::Failed);
+        }
+        if !state.queue.is_empty() && state.queue.len() + len > FLUSH_QUEUE_BYTES_MAX {
+            return Err(QueueError::Full);
+        }
+        let at = state.queue_at + state.queue.len() as u64;
+        state.queue.reserve(len);
+        for part in parts {
+            state.queue.extend_from_slice(part);
+        }
+        self.shared.wake.notify_one();
+        Ok(at)
     }
 
-    /// Waits until bytes up to `offset` are durable. Returns false if an fsync failed.
+    /// Waits until bytes up to `offset` are durable. Returns false if a write or fsync failed.
     pub async fn wait_synced(&self, offset: u64) -> bool {
         let mut rx = self.progress.clone();
         match rx.wait_for(|p| p.failed || p.synced >= offset).await {
@@ -77,10 +148,9 @@ impl Flusher {
 impl Drop for Flusher {
     fn drop(&mut self) {
         {
-            let (lock, cv) = &*self.shared;
-            let mut state = lock.lock().expect("flusher lock poisoned");
+            let mut state = self.shared.lock();
             state.stop = true;
-            cv.notify_one();
+            self.shared.wake.notify_one();
         }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -88,39 +158,95 @@ impl Drop for Flusher {
     }
 }
 
-fn run(
-    shared: Arc<(Mutex<State>, Condvar)>,
+/// The flusher thread's view of its file.
+struct LogFile {
     file: File,
-    mut synced: u64,
-    tx: watch::Sender<FlushProgress>,
-) {
-    let (lock, cv) = &*shared;
-    loop {
-        let target = {
-            let mut state = lock.lock().expect("flusher lock poisoned");
-            while state.written <= synced && !state.stop {
-                state = cv.wait(state).expect("flusher lock poisoned");
-            }
-            if state.written <= synced {
-                return; // stopping, nothing left to sync
-            }
-            state.written
-        };
-        if let Err(e) = file.sync_data() {
-            // After a failed fsync the kernel may have dropped the dirty pages; retrying could
-            // report success for data that is gone (the Postgres "fsyncgate" lesson). Stop
-            // acknowledging for good; a restart re-reads and verifies the file.
-            tracing::error!(error = %e, "fsync failed; the segment stops acknowledging writes");
-            tx.send_replace(FlushProgress {
-                synced,
-                failed: true,
-            });
+    /// Where the records end: the next batch is written here.
+    end: u64,
+    /// Where the zeros written ahead end (the file's length).
+    allocated: u64,
+    /// False once preallocation failed (a full disk): appends then grow the file.
+    preallocating: bool,
+}
+
+impl LogFile {
+    fn write_and_sync(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.file.write_all_at(bytes, self.end)?;
+        self.file.sync_data()?;
+        self.end += bytes.len() as u64;
+        self.allocated = self.allocated.max(self.end);
+        Ok(())
+    }
+
+    fn wants_zeros(&self) -> bool {
+        self.preallocating && self.allocated < self.end + PREALLOCATE_AHEAD_BYTES
+    }
+
+    /// Writes one piece of zeros past the end and starts writing it back, so the next
+    /// fdatasync finds little of it still dirty.
+    fn preallocate_piece(&mut self, zeros: &[u8]) {
+        let at = self.allocated;
+        if let Err(e) = self.file.write_all_at(zeros, at) {
+            // Most likely a full disk. The records written so far are untouched; appends go on
+            // into what is allocated and then grow the file until a write fails.
+            tracing::warn!(error = %e, offset = at, "cannot preallocate the segment log; appending without");
+            self.preallocating = false;
             return;
         }
-        synced = target;
+        self.allocated = at + zeros.len() as u64;
+        start_writeback(&self.file, at, zeros.len() as u64);
+    }
+}
+
+/// Asks the kernel to start writing `[offset, offset + len)` of `file` to disk, without waiting.
+fn start_writeback(file: &File, offset: u64, len: u64) {
+    // SAFETY: sync_file_range only reads its integer arguments; the descriptor is open.
+    let rc = unsafe {
+        libc::sync_file_range(
+            file.as_raw_fd(),
+            offset as libc::off64_t,
+            len as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        )
+    };
+    if rc != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "sync_file_range failed; the next fsync writes the zeros");
+    }
+}
+
+fn run(shared: &Shared, mut log: LogFile, tx: &watch::Sender<FlushProgress>) {
+    let zeros = vec![0u8; PREALLOCATE_PIECE_BYTES];
+    let mut batch = Vec::new();
+    loop {
+        {
+            let mut state = shared.lock();
+            while state.queue.is_empty() && !state.stop && !log.wants_zeros() {
+                state = shared.wake.wait(state).expect("flusher lock poisoned");
+            }
+            if state.queue.is_empty() && state.stop {
+                return;
+            }
+            std::mem::swap(&mut batch, &mut state.queue);
+            state.queue_at += batch.len() as u64;
+        }
+        if batch.is_empty() {
+            // Idle: one piece of zeros at a time, so a new batch waits for at most one.
+            log.preallocate_piece(&zeros);
+            continue;
+        }
+        if let Err(e) = log.write_and_sync(&batch) {
+            tracing::error!(error = %e, "log write or fsync failed; the segment stops acknowledging writes");
+            shared.lock().failed = true;
+            tx.send_modify(|p| p.failed = true);
+            return;
+        }
+        batch.clear();
         tx.send_replace(FlushProgress {
-            synced,
+            synced: log.end,
             failed: false,
         });
+        if log.wants_zeros() {
+            log.preallocate_piece(&zeros);
+        }
     }
 }

@@ -37,6 +37,15 @@ pub const WRITER_RETAIN_BYTES_MAX: usize = 8 * 1024 * 1024;
 
 /// Records indexed by one segment's hot log.
 pub const SEGMENT_RECORDS_MAX: usize = 16 * 1024 * 1024;
+/// Bytes queued for one segment's log file that the disk has not taken yet; appends beyond it
+/// are refused (transient) until the flusher catches up.
+pub const FLUSH_QUEUE_BYTES_MAX: usize = 64 * 1024 * 1024;
+const _: () = assert!(FLUSH_QUEUE_BYTES_MAX >= 4 * BATCH_BYTES_MAX);
+/// Zeros a segment's flusher keeps written past the end of its records (see `flusher`).
+pub const PREALLOCATE_AHEAD_BYTES: u64 = 4 * 1024 * 1024;
+/// Zeros written in one go; a batch that arrives meanwhile waits for at most this.
+pub const PREALLOCATE_PIECE_BYTES: usize = 512 * 1024;
+const _: () = assert!(PREALLOCATE_PIECE_BYTES as u64 <= PREALLOCATE_AHEAD_BYTES);
 /// Truncation ranges a declaration carries (one is added per writer takeover).
 pub const DECLARATION_RANGES_MAX: usize = 256;
 

@@ -231,6 +231,26 @@ pub fn resync(buf: &[u8], from: usize) -> Option<usize> {
     None
 }
 
+/// Where the records of a segment log end: after the last valid record in `buf`, skipping
+/// corrupt ones as opening a segment does. What follows is the log's preallocated zeros or a
+/// torn tail.
+pub fn log_end(buf: &[u8]) -> usize {
+    let (mut at, mut end) = (0, 0);
+    while at < buf.len() {
+        match decode(&buf[at..]) {
+            Ok(rec) => {
+                at += rec.bytes.len();
+                end = at;
+            }
+            Err(_) => match resync(buf, at) {
+                Some(next) => at = next,
+                None => break,
+            },
+        }
+    }
+    end
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

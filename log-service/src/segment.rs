@@ -4,6 +4,7 @@
 //! - `pg-<id>.log`: the hot log, an append-only sequence of redo records in the exact bytes of
 //!   [`crate::record`]. Records are appended in arrival order, which is not LSN order when gossip
 //!   fills holes. A record may appear twice (a writer retry racing gossip); the first copy wins.
+//!   After the records the file holds zeros the [`Flusher`] wrote ahead of them, or nothing.
 //! - `pg-<id>.meta`: the segment's epoch, its truncation declaration and the last VDL hint, as
 //!   `crc32 (4 bytes, LE) ‖ JSON`, replaced atomically (write temp, fsync, rename, fsync dir).
 //!
@@ -12,6 +13,7 @@
 //! on disk, in any state); bits can rot. So on open every record's CRC is verified: a bad record
 //! followed by good ones is corruption and is skipped (the hole is refilled from peers by
 //! gossip); a bad or partial record with nothing good after it is a torn tail and is cut off.
+//! Zeros after the last record are the clean end of the log.
 //!
 //! # Invariants
 //! - Only records that are on stable storage are in the index, so SCL, acks and reads never
@@ -36,12 +38,12 @@ use tokio::sync::watch;
 
 use crate::declaration::Declaration;
 use crate::error::SegmentError;
-use crate::flusher::Flusher;
+use crate::flusher::{Flusher, QueueError};
 use crate::limits::{
     MATERIALIZE_WAIT_MAX, SEGMENT_RECORDS_MAX, UNMATERIALIZED_RECORDS_MAX,
     VDL_HINT_PERSIST_INTERVAL,
 };
-use crate::record::{self, RecordView};
+use crate::record;
 use crate::types::{Epoch, Lsn, NodeId, PgId};
 
 /// Where a record is in the hot log file.
@@ -79,6 +81,7 @@ pub enum Origin {
 pub struct OpenReport {
     pub records: usize,
     pub corrupt_skipped: usize,
+    /// From the end of the records to the last byte that is not zero.
     pub torn_bytes_cut: u64,
     pub truncated_dropped: usize,
 }
@@ -123,8 +126,6 @@ pub struct ReadResult {
 }
 
 struct Inner {
-    file: File,
-    end_offset: u64,
     index: BTreeMap<Lsn, Entry>,
     scl: Lsn,
     /// See [`SegmentState::complete_lsn`]; not persisted: the writer repeats it.
@@ -206,30 +207,23 @@ impl Segment {
                         at = next;
                     }
                     None => {
-                        tracing::warn!(pg = pg.get(), offset = at, %err, "cutting torn tail of the segment log");
-                        report.torn_bytes_cut = (bytes.len() - at) as u64;
-                        file.set_len(at as u64)?;
-                        file.sync_all()?;
+                        // Zeros to the end: the preallocated rest of the file, a clean end.
+                        let garbage = bytes[at..].iter().rposition(|b| *b != 0);
+                        if let Some(last) = garbage {
+                            tracing::warn!(pg = pg.get(), offset = at, %err, "cutting torn tail of the segment log");
+                            report.torn_bytes_cut = (last + 1) as u64;
+                            file.set_len(at as u64)?;
+                            file.sync_all()?;
+                        }
                         break;
                     }
                 },
             }
         }
-        let end_offset = if report.torn_bytes_cut > 0 {
-            at as u64
-        } else {
-            bytes.len() as u64
-        };
         report.records = index.len();
         let read_file = File::open(&log_path)?;
-        let flusher = Flusher::start(
-            format!("flush-pg{}", pg.get()),
-            file.try_clone()?,
-            end_offset,
-        )?;
+        let flusher = Flusher::start(format!("flush-pg{}", pg.get()), file, at as u64)?;
         let mut inner = Inner {
-            file,
-            end_offset,
             index,
             scl: Lsn::ZERO,
             complete: Lsn::ZERO,
@@ -410,50 +404,49 @@ impl Segment {
                 inner.meta.vdl_hint = inner.meta.vdl_hint.max(vdl_hint);
                 inner.note_complete(pg_tail, vdl_hint);
             }
-            if self.flusher.progress().failed {
-                return Err(SegmentError::Failed("an earlier fsync failed".into()));
+            let mut parts = Vec::with_capacity(views.len());
+            let mut fresh = Vec::with_capacity(views.len());
+            let mut len = 0u64;
+            for v in &views {
+                let lsn = v.header.lsn;
+                if inner.index.contains_key(&lsn) || inner.meta.declaration.covers(lsn) {
+                    continue;
+                }
+                fresh.push((
+                    lsn,
+                    Entry {
+                        offset: len,
+                        len: v.bytes.len() as u32,
+                        prev: v.header.prev_lsn,
+                    },
+                ));
+                len += v.bytes.len() as u64;
+                parts.push(v.bytes);
             }
-            let keep: Vec<&RecordView<'_>> = views
-                .iter()
-                .filter(|v| {
-                    !inner.index.contains_key(&v.header.lsn)
-                        && !inner.meta.declaration.covers(v.header.lsn)
-                })
-                .collect();
-            if keep.is_empty() {
+            if fresh.is_empty() {
                 return Ok(inner.scl);
             }
-            if inner.index.len() + keep.len() > SEGMENT_RECORDS_MAX {
+            if inner.index.len() + fresh.len() > SEGMENT_RECORDS_MAX {
                 return Err(SegmentError::Full(format!(
                     "{} records indexed",
                     inner.index.len()
                 )));
             }
-            let mut buf = Vec::with_capacity(keep.iter().map(|v| v.bytes.len()).sum());
-            let mut fresh = Vec::with_capacity(keep.len());
-            let start = inner.end_offset;
-            for v in keep {
-                fresh.push((
-                    v.header.lsn,
-                    Entry {
-                        offset: start + buf.len() as u64,
-                        len: v.bytes.len() as u32,
-                        prev: v.header.prev_lsn,
-                    },
-                ));
-                buf.extend_from_slice(v.bytes);
+            // Queued under the segment lock, so the file holds batches in the order their
+            // records were filtered against the index.
+            let start = self.flusher.enqueue(&parts).map_err(|e| match e {
+                QueueError::Full => SegmentError::Full("the log's write queue is full".into()),
+                QueueError::Failed => {
+                    SegmentError::Failed("an earlier write or fsync failed".into())
+                }
+            })?;
+            for (_, entry) in &mut fresh {
+                entry.offset += start;
             }
-            if let Err(e) = inner.file.write_all_at(&buf, start) {
-                // Leave no partial record behind for later appends to land after.
-                let _ = inner.file.set_len(start);
-                return Err(e.into());
-            }
-            inner.end_offset = start + buf.len() as u64;
-            self.flusher.written(inner.end_offset);
-            (inner.end_offset, fresh)
+            (start + len, fresh)
         };
         if !self.flusher.wait_synced(target).await {
-            return Err(SegmentError::Failed("fsync failed".into()));
+            return Err(SegmentError::Failed("log write or fsync failed".into()));
         }
         let mut inner = self.lock();
         for (lsn, entry) in fresh {

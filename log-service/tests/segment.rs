@@ -3,9 +3,11 @@
 
 use sixfold_log_service::declaration::{Declaration, TruncatedRange};
 use sixfold_log_service::error::{ErrorKind, SegmentError};
+use sixfold_log_service::limits::PREALLOCATE_AHEAD_BYTES;
 use sixfold_log_service::record::{self, FLAG_CPL};
 use sixfold_log_service::segment::{Origin, Segment};
 use sixfold_log_service::{Epoch, Lsn, PageId, PgId};
+use std::os::unix::fs::FileExt;
 
 const PAGES: std::ops::Range<u64> = 0..100;
 
@@ -129,6 +131,57 @@ async fn scl_follows_backlinks_across_holes() {
     assert_eq!(seg.state().record_count, 7);
 }
 
+/// Proves: the flusher writes zeros ahead of the records; reopening treats them as the clean end
+/// of the log (nothing cut, nothing skipped), and later appends land right after the records,
+/// over the zeros, so a second reopen finds every record.
+#[tokio::test]
+async fn preallocated_zeros_are_the_clean_end_of_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("pg-0.log");
+    let seg = established(dir.path(), 1);
+    seg.append(&chain(1, 10), writer(1)).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::fs::metadata(&log).unwrap().len() < PREALLOCATE_AHEAD_BYTES {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no zeros written ahead"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    drop(seg);
+    let bytes = std::fs::read(&log).unwrap();
+    let end = record::log_end(&bytes);
+    assert_eq!(end, chain(1, 10).len());
+    assert!(bytes[end..].iter().all(|b| *b == 0));
+
+    let (seg, report) = Segment::open(dir.path(), PgId(0), PAGES).unwrap();
+    assert_eq!(
+        (
+            report.records,
+            report.corrupt_skipped,
+            report.torn_bytes_cut
+        ),
+        (10, 0, 0)
+    );
+    seg.append(&chain(11, 20), writer(1)).await.unwrap();
+    drop(seg);
+    let bytes = std::fs::read(&log).unwrap();
+    assert_eq!(record::log_end(&bytes), chain(1, 20).len());
+    assert_eq!(&bytes[..chain(1, 20).len()], &chain(1, 20)[..]);
+
+    let (seg, report) = Segment::open(dir.path(), PgId(0), PAGES).unwrap();
+    assert_eq!(
+        (
+            report.records,
+            report.corrupt_skipped,
+            report.torn_bytes_cut
+        ),
+        (20, 0, 0)
+    );
+    assert_eq!(seg.state().scl, Lsn(20));
+    assert_eq!(served_lsns(&seg), (1..=20).collect::<Vec<_>>());
+}
+
 /// Proves: on reopen a torn tail is cut, a corrupt record in the middle is skipped (SCL stops
 /// before it), and everything else survives.
 #[tokio::test]
@@ -139,21 +192,30 @@ async fn reopen_cuts_torn_tail_and_skips_corruption() {
     drop(seg);
     let log = dir.path().join("pg-0.log");
     let mut bytes = std::fs::read(&log).unwrap();
-    let good = bytes.len() as u64;
-    // Flip a payload bit of record 4, and tear a partial record onto the end.
+    let good = record::log_end(&bytes);
+    assert!(
+        bytes[good..].iter().all(|b| *b == 0),
+        "only zeros follow the records"
+    );
+    // Flip a payload bit of record 4, and tear a partial record onto the end of the records
+    // (over the preallocated zeros).
     let mut at = 0;
     for _ in 0..3 {
         at += record::decode(&bytes[at..]).unwrap().bytes.len();
     }
     bytes[at + record::RECORD_HEADER_BYTES] ^= 0x01;
     let torn = chain(11, 11);
-    bytes.extend_from_slice(&torn[..torn.len() - 3]);
+    let torn = &torn[..torn.len() - 3];
+    bytes.resize(bytes.len().max(good + torn.len()), 0);
+    bytes[good..good + torn.len()].copy_from_slice(torn);
     std::fs::write(&log, &bytes).unwrap();
 
     let (seg, report) = Segment::open(dir.path(), PgId(0), PAGES).unwrap();
     assert_eq!(report.corrupt_skipped, 1);
-    assert_eq!(report.torn_bytes_cut, (torn.len() - 3) as u64);
-    assert_eq!(std::fs::metadata(&log).unwrap().len(), good);
+    // Counted to its last non-zero byte: zeros after it look like the preallocated rest.
+    let torn_nonzero = torn.iter().rposition(|b| *b != 0).unwrap() + 1;
+    assert_eq!(report.torn_bytes_cut, torn_nonzero as u64);
+    assert_eq!(std::fs::metadata(&log).unwrap().len(), good as u64);
     let state = seg.state();
     assert_eq!((state.scl, state.record_count), (Lsn(3), 9));
     let lsns = served_lsns(&seg);
@@ -244,8 +306,12 @@ async fn rot_found_on_read_is_not_served() {
     for _ in 0..4 {
         at += record::decode(&bytes[at..]).unwrap().bytes.len();
     }
-    bytes[at + record::RECORD_HEADER_BYTES] ^= 0x40;
-    std::fs::write(&log, &bytes).unwrap();
+    // One byte rewritten in place: the segment's flusher may be writing zeros past the end.
+    let victim = at + record::RECORD_HEADER_BYTES;
+    bytes[victim] ^= 0x40;
+    let file = std::fs::OpenOptions::new().write(true).open(&log).unwrap();
+    file.write_all_at(&bytes[victim..victim + 1], victim as u64)
+        .unwrap();
 
     let lsns = served_lsns(&seg);
     assert_eq!(lsns, vec![1, 2, 3, 4, 6, 7, 8]);

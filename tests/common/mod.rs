@@ -10,7 +10,7 @@ pub mod placement;
 pub use placement::free_port;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
@@ -155,8 +155,4 @@ impl Drop for Cluster {
             let _ = child.wait();
         }
     }
-}
-
-pub fn file_len(p: &Path) -> u64 {
-    std::fs::metadata(p).unwrap().len()
 }
