@@ -4,13 +4,16 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::StreamExt;
 use sixfold_proto::log as pb;
 use sixfold_proto::log::log_service_client::LogServiceClient;
-use tonic::Status;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
+use tonic::{Status, Streaming};
 
 use crate::declaration::Declaration;
-use crate::limits::{CONNECT_TIMEOUT, GRPC_MESSAGE_BYTES_MAX, RPC_TIMEOUT};
+use crate::limits::{APPENDS_IN_FLIGHT_MAX, CONNECT_TIMEOUT, GRPC_MESSAGE_BYTES_MAX, RPC_TIMEOUT};
 use crate::segment::{ReadResult, SegmentState};
 use crate::types::{Epoch, Lsn, NodeId, PgId};
 
@@ -87,6 +90,18 @@ impl SegmentClient {
         Ok(Lsn(resp.scl))
     }
 
+    /// Opens the writer's long-lived Append stream to this node.
+    pub async fn append_stream(&self) -> Result<AppendStream, Status> {
+        let (requests, rx) = mpsc::channel(APPENDS_IN_FLIGHT_MAX);
+        let acks = self
+            .inner
+            .clone()
+            .append_stream(ReceiverStream::new(rx))
+            .await?
+            .into_inner();
+        Ok(AppendStream { requests, acks })
+    }
+
     pub async fn seal(&self, pg: PgId, epoch: Epoch) -> Result<SegmentState, Status> {
         let req = pb::SealRequest {
             pg: pg.get(),
@@ -134,6 +149,48 @@ impl SegmentClient {
             scl: Lsn(resp.scl),
             base: Lsn(resp.base_lsn),
         })
+    }
+}
+
+/// Appends to one node on one HTTP/2 stream: no per-Append request and response headers, no
+/// stream setup. Acks come back in the order the Appends were sent; the caller keeps at most
+/// [`APPENDS_IN_FLIGHT_MAX`] unacknowledged. After any error the stream is done.
+pub struct AppendStream {
+    requests: mpsc::Sender<pb::AppendRequest>,
+    acks: Streaming<pb::AppendResponse>,
+}
+
+impl AppendStream {
+    /// Sends one Append (an empty `records` is a heartbeat that carries only the hint).
+    pub fn send(
+        &self,
+        pg: PgId,
+        epoch: Epoch,
+        records: Bytes,
+        hint: DurableHint,
+    ) -> Result<(), Status> {
+        let req = pb::AppendRequest {
+            pg: pg.get(),
+            epoch: epoch.get(),
+            records,
+            vdl_hint: hint.vdl.get(),
+            pg_tail: hint.pg_tail.get(),
+        };
+        self.requests.try_send(req).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => {
+                Status::resource_exhausted("more Appends in flight than the stream allows")
+            }
+            mpsc::error::TrySendError::Closed(_) => Status::unavailable("append stream closed"),
+        })
+    }
+
+    /// The SCL acknowledging the oldest unacknowledged Append. Cancel-safe.
+    pub async fn next_ack(&mut self) -> Result<Lsn, Status> {
+        match self.acks.next().await {
+            Some(Ok(ack)) => Ok(Lsn(ack.scl)),
+            Some(Err(status)) => Err(status),
+            None => Err(Status::unavailable("append stream ended")),
+        }
     }
 }
 

@@ -7,16 +7,20 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use std::future::Future;
+use std::pin::Pin;
+
 use bytes::Bytes;
+use futures::stream::{FuturesOrdered, Stream, StreamExt};
 use sixfold_proto::log as pb;
 use sixfold_proto::log::log_service_server::{LogService, LogServiceServer};
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 use crate::client::SegmentClient;
 use crate::declaration::Declaration;
 use crate::error::SegmentError;
 use crate::gossip;
-use crate::limits::{BATCH_BYTES_MAX, GRPC_MESSAGE_BYTES_MAX};
+use crate::limits::{APPENDS_IN_FLIGHT_MAX, BATCH_BYTES_MAX, GRPC_MESSAGE_BYTES_MAX};
 use crate::placement::Placement;
 use crate::segment::{OpenReport, Origin, Segment};
 use crate::types::{Epoch, Lsn, NodeId, PgId};
@@ -126,22 +130,91 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
+/// One writer Append: persists the records and answers with the segment's SCL.
+async fn append(node: &StorageNode, req: pb::AppendRequest) -> Result<pb::AppendResponse, Status> {
+    let segment = node.segment(PgId(req.pg))?;
+    let records: Bytes = req.records;
+    let origin = Origin::Writer {
+        epoch: Epoch(req.epoch),
+        vdl_hint: Lsn(req.vdl_hint),
+        pg_tail: Lsn(req.pg_tail),
+    };
+    let scl = segment.append(&records, origin).await?;
+    Ok(pb::AppendResponse { scl: scl.get() })
+}
+
+type AckFuture = Pin<Box<dyn Future<Output = Result<pb::AppendResponse, Status>> + Send>>;
+
+/// An AppendStream being served: requests are read while earlier ones wait for their fsync,
+/// up to [`APPENDS_IN_FLIGHT_MAX`] at a time (beyond that, HTTP/2 flow control holds the
+/// writer back), and acks go out in request order.
+struct AppendStreamState {
+    node: Arc<StorageNode>,
+    requests: Streaming<pb::AppendRequest>,
+    requests_done: bool,
+    in_flight: FuturesOrdered<AckFuture>,
+}
+
+impl AppendStreamState {
+    /// The next ack, or None once the writer closed the stream and everything is answered.
+    /// The first error ends the stream (tonic sends it as the status).
+    async fn next_ack(&mut self) -> Option<Result<pb::AppendResponse, Status>> {
+        loop {
+            if self.requests_done && self.in_flight.is_empty() {
+                return None;
+            }
+            tokio::select! {
+                Some(ack) = self.in_flight.next(), if !self.in_flight.is_empty() => return Some(ack),
+                request = self.requests.next(),
+                    if !self.requests_done && self.in_flight.len() < APPENDS_IN_FLIGHT_MAX =>
+                {
+                    match request {
+                        Some(Ok(req)) => {
+                            let node = self.node.clone();
+                            self.in_flight
+                                .push_back(Box::pin(async move { append(&node, req).await }));
+                        }
+                        Some(Err(status)) => return Some(Err(status)),
+                        None => self.requests_done = true,
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl LogService for LogServer {
     async fn append(
         &self,
         request: Request<pb::AppendRequest>,
     ) -> Result<Response<pb::AppendResponse>, Status> {
-        let req = request.into_inner();
-        let segment = self.node.segment(PgId(req.pg))?;
-        let records: Bytes = req.records;
-        let origin = Origin::Writer {
-            epoch: Epoch(req.epoch),
-            vdl_hint: Lsn(req.vdl_hint),
-            pg_tail: Lsn(req.pg_tail),
+        Ok(Response::new(
+            append(&self.node, request.into_inner()).await?,
+        ))
+    }
+
+    type AppendStreamStream =
+        Pin<Box<dyn Stream<Item = Result<pb::AppendResponse, Status>> + Send + 'static>>;
+
+    async fn append_stream(
+        &self,
+        request: Request<Streaming<pb::AppendRequest>>,
+    ) -> Result<Response<Self::AppendStreamStream>, Status> {
+        let state = AppendStreamState {
+            node: self.node.clone(),
+            requests: request.into_inner(),
+            requests_done: false,
+            in_flight: FuturesOrdered::new(),
         };
-        let scl = segment.append(&records, origin).await?;
-        Ok(Response::new(pb::AppendResponse { scl: scl.get() }))
+        // Nothing follows an error: the writer resends from the failed Append on a new stream.
+        let acks = futures::stream::unfold(Some(state), |state| async move {
+            let mut state = state?;
+            let ack = state.next_ack().await?;
+            let state = ack.is_ok().then_some(state);
+            Some((ack, state))
+        });
+        Ok(Response::new(Box::pin(acks)))
     }
 
     async fn seal(

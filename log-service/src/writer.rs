@@ -22,18 +22,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::StreamExt;
-use futures::stream::FuturesUnordered;
 use thiserror::Error;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
+use tonic::Status;
 
-use crate::client::{DurableHint, SegmentClient};
+use crate::client::{AppendStream, DurableHint, SegmentClient};
 use crate::declaration::Declaration;
 use crate::error::{ErrorKind, classify};
 use crate::limits::{
     APPENDS_IN_FLIGHT_MAX, BATCH_BYTES_MAX, LAL_LSNS, MTR_RECORDS_MAX, RECONNECT_BACKOFF_MAX,
-    RECORD_PAYLOAD_BYTES_MAX, SCL_POLL_INTERVAL, SEGMENTS_PER_PG, WRITE_QUORUM,
+    RECORD_PAYLOAD_BYTES_MAX, RPC_TIMEOUT, SCL_POLL_INTERVAL, SEGMENTS_PER_PG, WRITE_QUORUM,
     WRITER_RETAIN_BYTES_MAX,
 };
 use crate::placement::Placement;
@@ -544,10 +543,19 @@ impl Shared {
     }
 }
 
-/// Feeds one segment: establishes the epoch on it, then keeps up to
-/// [`APPENDS_IN_FLIGHT_MAX`] batches in flight and records the acks. Batches may land out of
-/// order; the segment's SCL only counts the unbroken chain, and it ignores records it already
-/// holds, so after a failure everything from the oldest unacknowledged batch is simply resent.
+/// A batch sent on the append stream and not yet acknowledged.
+struct InFlight {
+    /// The cursor before it: a resend starts here.
+    from: Lsn,
+    hint: DurableHint,
+    sent: tokio::time::Instant,
+}
+
+/// Feeds one segment: establishes the epoch on it, opens an append stream, then keeps up to
+/// [`APPENDS_IN_FLIGHT_MAX`] batches in flight on it and records the acks, which come back in
+/// order. The segment's SCL only counts the unbroken chain and it ignores records it already
+/// holds, so after any failure everything from the oldest unacknowledged batch is simply sent
+/// again on a new stream.
 async fn send_loop(shared: Arc<Shared>, pg: PgId, i: usize, client: SegmentClient) {
     let pgi = pg.get() as usize;
     // Everything at or below `cursor` has been sent (not necessarily acked).
@@ -557,7 +565,8 @@ async fn send_loop(shared: Arc<Shared>, pg: PgId, i: usize, client: SegmentClien
     let mut queued = shared.queued[pgi].subscribe();
     // The VDL this segment was last told; an idle segment is told again when it moves.
     let mut hinted = Lsn::ZERO;
-    let mut in_flight = FuturesUnordered::new();
+    let mut stream: Option<AppendStream> = None;
+    let mut in_flight: VecDeque<InFlight> = VecDeque::new();
     loop {
         if shared.is_fenced() {
             return;
@@ -570,23 +579,45 @@ async fn send_loop(shared: Arc<Shared>, pg: PgId, i: usize, client: SegmentClien
                     shared.note_scl(pgi, i, state.scl);
                     continue;
                 }
-                Err(status) => failure = Some((status, cursor)),
+                Err(status) => failure = Some(status),
             }
-        } else {
+        } else if let Some(s) = stream.as_mut() {
             while in_flight.len() < APPENDS_IN_FLIGHT_MAX {
                 let Some((last, bytes, hint)) = shared.batch_after(pgi, cursor) else {
                     break;
                 };
-                let (client, from, epoch) = (client.clone(), cursor, shared.epoch);
-                in_flight.push(async move {
-                    let result = client.append(pg, epoch, bytes, hint).await;
-                    (from, hint, result)
+                if let Err(status) = s.send(pg, shared.epoch, bytes, hint) {
+                    failure = Some(status);
+                    break;
+                }
+                in_flight.push_back(InFlight {
+                    from: cursor,
+                    hint,
+                    sent: tokio::time::Instant::now(),
                 });
                 cursor = last;
             }
-        }
-        if failure.is_none() && established {
-            if in_flight.is_empty() {
+            if failure.is_some() {
+            } else if let Some(oldest) = in_flight.front() {
+                let overdue = oldest.sent + RPC_TIMEOUT;
+                tokio::select! {
+                    ack = s.next_ack() => match ack {
+                        Ok(scl) => {
+                            let acked = in_flight.pop_front().expect("one is in flight");
+                            backoff = Duration::from_millis(10);
+                            hinted = hinted.max(acked.hint.vdl);
+                            shared.note_scl(pgi, i, scl);
+                        }
+                        Err(status) => failure = Some(status),
+                    },
+                    _ = queued.changed(), if in_flight.len() < APPENDS_IN_FLIGHT_MAX => {}
+                    _ = tokio::time::sleep_until(overdue) => {
+                        failure = Some(Status::deadline_exceeded(format!(
+                            "no ack within {RPC_TIMEOUT:?}"
+                        )));
+                    }
+                }
+            } else {
                 // Nothing to send: wait for new records. Meanwhile keep the SCL of a segment
                 // that is catching up by gossip fresh (or commits would wait on a stale view),
                 // and tell an idle segment the VDL moved, so it knows it is complete up to it.
@@ -595,47 +626,37 @@ async fn send_loop(shared: Arc<Shared>, pg: PgId, i: usize, client: SegmentClien
                     _ = tokio::time::sleep(SCL_POLL_INTERVAL) => {}
                 }
                 let (behind, hint) = shared.idle_view(pgi, i);
-                let result = if behind {
-                    client.status(pg).await.map(|s| s.scl)
-                } else if hint.vdl > hinted {
-                    let r = client.append(pg, shared.epoch, Bytes::new(), hint).await;
-                    if r.is_ok() {
-                        hinted = hint.vdl;
+                if behind {
+                    match client.status(pg).await {
+                        Ok(state) => shared.note_scl(pgi, i, state.scl),
+                        Err(status) => failure = Some(status),
                     }
-                    r
-                } else {
-                    continue;
-                };
-                match result {
-                    Ok(scl) => shared.note_scl(pgi, i, scl),
-                    Err(status) => failure = Some((status, cursor)),
-                }
-            } else {
-                tokio::select! {
-                    Some((from, hint, result)) = in_flight.next() => match result {
-                        Ok(scl) => {
-                            backoff = Duration::from_millis(10);
-                            hinted = hinted.max(hint.vdl);
-                            shared.note_scl(pgi, i, scl);
-                        }
-                        Err(status) => failure = Some((status, from)),
-                    },
-                    _ = queued.changed(), if in_flight.len() < APPENDS_IN_FLIGHT_MAX => {}
+                } else if hint.vdl > hinted {
+                    match s.send(pg, shared.epoch, Bytes::new(), hint) {
+                        Ok(()) => in_flight.push_back(InFlight {
+                            from: cursor,
+                            hint,
+                            sent: tokio::time::Instant::now(),
+                        }),
+                        Err(status) => failure = Some(status),
+                    }
                 }
             }
+        } else {
+            match client.append_stream().await {
+                Ok(s) => stream = Some(s),
+                Err(status) => failure = Some(status),
+            }
         }
-        let Some((status, resend_after)) = failure else {
+        let Some(status) = failure else {
             continue;
         };
-        // Let the rest of the window finish, then resend from the oldest failed batch.
-        let mut resend_after = resend_after;
-        while let Some((from, _, result)) = in_flight.next().await {
-            match result {
-                Ok(scl) => shared.note_scl(pgi, i, scl),
-                Err(_) => resend_after = resend_after.min(from),
-            }
+        // Everything from the oldest unacknowledged batch goes again, on a new stream.
+        if let Some(oldest) = in_flight.front() {
+            cursor = cursor.min(oldest.from);
         }
-        cursor = cursor.min(resend_after);
+        in_flight.clear();
+        stream = None;
         match classify(&status) {
             ErrorKind::Fenced => {
                 shared.fence(format!(
