@@ -46,6 +46,10 @@ pub const PREALLOCATE_AHEAD_BYTES: u64 = 4 * 1024 * 1024;
 /// Zeros written in one go; a batch that arrives meanwhile waits for at most this.
 pub const PREALLOCATE_PIECE_BYTES: usize = 512 * 1024;
 const _: () = assert!(PREALLOCATE_PIECE_BYTES as u64 <= PREALLOCATE_AHEAD_BYTES);
+/// Durable records of one segment log kept in the page cache behind its end (see `flusher`).
+pub const LOG_CACHED_BYTES: u64 = 32 * 1024 * 1024;
+/// How much further the end moves before the next drop from the page cache.
+pub const LOG_UNCACHE_STEP_BYTES: u64 = 8 * 1024 * 1024;
 /// Truncation ranges a declaration carries (one is added per writer takeover).
 pub const DECLARATION_RANGES_MAX: usize = 256;
 

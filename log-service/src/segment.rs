@@ -407,9 +407,12 @@ impl Segment {
             let mut parts = Vec::with_capacity(views.len());
             let mut fresh = Vec::with_capacity(views.len());
             let mut len = 0u64;
+            // A writer's records usually lie above everything held: no lookup needed.
+            let max_held = inner.index.last_key_value().map_or(Lsn::ZERO, |(l, _)| *l);
             for v in &views {
                 let lsn = v.header.lsn;
-                if inner.index.contains_key(&lsn) || inner.meta.declaration.covers(lsn) {
+                let held = lsn <= max_held && inner.index.contains_key(&lsn);
+                if held || inner.meta.declaration.covers(lsn) {
                     continue;
                 }
                 fresh.push((

@@ -105,6 +105,17 @@ struct PgState {
     /// Records not yet durable, in LSN order.
     pending: VecDeque<Lsn>,
     scl: [Lsn; SEGMENTS_PER_PG],
+    /// The batch built last, which the PG's other senders at the same cursor send as it is:
+    /// six segments, one copy of the bytes.
+    last_batch: Option<Batch>,
+}
+
+/// The records of one PG in `(after, last]`, encoded back to back.
+#[derive(Clone)]
+struct Batch {
+    after: Lsn,
+    last: Lsn,
+    bytes: Bytes,
 }
 
 struct State {
@@ -213,6 +224,7 @@ impl QuorumWriter {
                 buffer: replay.into(),
                 buffer_bytes,
                 scl: *scl,
+                last_batch: None,
             });
         }
         let next_lsn = rec.truncated_through.next();
@@ -501,8 +513,12 @@ impl Shared {
 
     /// The next batch for a segment whose cursor is at `cursor`: records queued above it.
     fn batch_after(&self, pg: usize, cursor: Lsn) -> Option<(Lsn, Bytes, DurableHint)> {
-        let st = self.lock();
-        let p = &st.pgs[pg];
+        let mut st = self.lock();
+        let hint = Self::hint(&st, pg);
+        let p = &mut st.pgs[pg];
+        if let Some(b) = p.last_batch.as_ref().filter(|b| b.after == cursor) {
+            return Some((b.last, b.bytes.clone(), hint));
+        }
         let start = p.buffer.partition_point(|(l, _)| *l <= cursor);
         if start == p.buffer.len() {
             return None;
@@ -522,7 +538,13 @@ impl Shared {
             buf.extend_from_slice(bytes);
             last = *lsn;
         }
-        Some((last, Bytes::from(buf), Self::hint(&st, pg)))
+        let batch = Batch {
+            after: cursor,
+            last,
+            bytes: Bytes::from(buf),
+        };
+        p.last_batch = Some(batch.clone());
+        Some((batch.last, batch.bytes, hint))
     }
 
     fn hint(st: &State, pg: usize) -> DurableHint {
