@@ -2,9 +2,11 @@
 //! have it on disk".
 //!
 //! - [`record`]: the redo record's bytes (the format spec is there).
-//! - [`segment`]: one PG's copy on a storage node: the append-only hot log, fsync'd in groups
-//!   by the [`flusher`], verified on open, with its SCL and epoch.
-//! - [`server`] and [`gossip`]: the storage node's LogService and hole filling between peers.
+//! - [`segment`]: one PG's copy on a storage node: the append-only hot log, written and
+//!   fsync'd in groups by the [`flusher`] (which also keeps zeros written ahead of the records),
+//!   verified on open, with its SCL and epoch.
+//! - [`server`] and [`gossip`]: the storage node's LogService (writers append on one
+//!   long-lived stream per segment) and hole filling between peers.
 //! - [`writer`] and [`recovery`]: the quorum writer compute uses: LSN allocation, boxcar
 //!   batching, 4-of-6 acks, VCL/VDL, LAL back-pressure, and takeover with truncation.
 //!
