@@ -79,13 +79,7 @@ impl SegmentClient {
         records: Bytes,
         hint: DurableHint,
     ) -> Result<Lsn, Status> {
-        let req = pb::AppendRequest {
-            pg: pg.get(),
-            epoch: epoch.get(),
-            records,
-            vdl_hint: hint.vdl.get(),
-            pg_tail: hint.pg_tail.get(),
-        };
+        let req = append_request(pg, epoch, records, hint);
         let resp = self.inner.clone().append(req).await?.into_inner();
         Ok(Lsn(resp.scl))
     }
@@ -169,13 +163,7 @@ impl AppendStream {
         records: Bytes,
         hint: DurableHint,
     ) -> Result<(), Status> {
-        let req = pb::AppendRequest {
-            pg: pg.get(),
-            epoch: epoch.get(),
-            records,
-            vdl_hint: hint.vdl.get(),
-            pg_tail: hint.pg_tail.get(),
-        };
+        let req = append_request(pg, epoch, records, hint);
         self.requests.try_send(req).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => {
                 Status::resource_exhausted("more Appends in flight than the stream allows")
@@ -191,6 +179,16 @@ impl AppendStream {
             Some(Err(status)) => Err(status),
             None => Err(Status::unavailable("append stream ended")),
         }
+    }
+}
+
+fn append_request(pg: PgId, epoch: Epoch, records: Bytes, hint: DurableHint) -> pb::AppendRequest {
+    pb::AppendRequest {
+        pg: pg.get(),
+        epoch: epoch.get(),
+        records,
+        vdl_hint: hint.vdl.get(),
+        pg_tail: hint.pg_tail.get(),
     }
 }
 
