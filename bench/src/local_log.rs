@@ -19,6 +19,9 @@ use sixfold_log_service::{Lsn, PageId};
 
 use crate::log_bench::{Mtr, Target};
 
+/// How long a committer waits when the flusher's queue is full.
+const QUEUE_FULL_BACKOFF: std::time::Duration = std::time::Duration::from_millis(1);
+
 pub struct LocalLog {
     flusher: Flusher,
     /// The next LSN to allocate; one PG, so each record's backlink is the LSN before it.
@@ -77,6 +80,3 @@ impl Target for LocalLog {
         }
     }
 }
-
-/// How long a committer waits when the flusher's queue is full.
-const QUEUE_FULL_BACKOFF: std::time::Duration = std::time::Duration::from_millis(1);

@@ -36,17 +36,17 @@ use std::thread;
 use tokio::sync::watch;
 
 use crate::limits::{
-    FLUSH_QUEUE_BYTES_MAX, LOG_CACHED_BYTES, LOG_UNCACHE_STEP_BYTES, PREALLOCATE_AHEAD_BYTES,
-    PREALLOCATE_PIECE_BYTES,
+    BATCH_BYTES_MAX, FLUSH_QUEUE_BYTES_MAX, LOG_CACHED_BYTES, LOG_UNCACHE_STEP_BYTES,
+    PREALLOCATE_AHEAD_BYTES, PREALLOCATE_PIECE_BYTES,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FlushProgress {
+struct FlushProgress {
     /// Every byte below this offset is on stable storage.
-    pub synced: u64,
+    synced: u64,
     /// A write or an fsync failed: nothing queued after the last good fsync may be
     /// acknowledged, ever.
-    pub failed: bool,
+    failed: bool,
 }
 
 /// Why bytes could not be queued.
@@ -147,10 +147,6 @@ impl Flusher {
             Ok(p) => !p.failed,
             Err(_) => false,
         }
-    }
-
-    pub fn progress(&self) -> FlushProgress {
-        *self.progress.borrow()
     }
 }
 
@@ -281,6 +277,8 @@ fn run(shared: &Shared, mut log: LogFile, tx: &watch::Sender<FlushProgress>) {
             return;
         }
         batch.clear();
+        // After a backlog, give back what a normal batch does not need.
+        batch.shrink_to(BATCH_BYTES_MAX);
         tx.send_replace(FlushProgress {
             synced: log.end,
             failed: false,

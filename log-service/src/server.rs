@@ -4,11 +4,10 @@
 //! Only queue → persist → ack is on the request path; gossip and hint persistence run beside it.
 
 use std::collections::HashMap;
-use std::path::Path;
-use std::sync::Arc;
-
 use std::future::Future;
+use std::path::Path;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::stream::{FuturesOrdered, Stream, StreamExt};

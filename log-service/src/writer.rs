@@ -573,6 +573,25 @@ struct InFlight {
     sent: tokio::time::Instant,
 }
 
+/// Sends the records after `from` on `stream` and remembers them as in flight.
+fn send(
+    stream: &AppendStream,
+    in_flight: &mut VecDeque<InFlight>,
+    pg: PgId,
+    epoch: Epoch,
+    from: Lsn,
+    records: Bytes,
+    hint: DurableHint,
+) -> Result<(), Status> {
+    stream.send(pg, epoch, records, hint)?;
+    in_flight.push_back(InFlight {
+        from,
+        hint,
+        sent: tokio::time::Instant::now(),
+    });
+    Ok(())
+}
+
 /// Feeds one segment: establishes the epoch on it, opens an append stream, then keeps up to
 /// [`APPENDS_IN_FLIGHT_MAX`] batches in flight on it and records the acks, which come back in
 /// order. The segment's SCL only counts the unbroken chain and it ignores records it already
@@ -608,19 +627,14 @@ async fn send_loop(shared: Arc<Shared>, pg: PgId, i: usize, client: SegmentClien
                 let Some((last, bytes, hint)) = shared.batch_after(pgi, cursor) else {
                     break;
                 };
-                if let Err(status) = s.send(pg, shared.epoch, bytes, hint) {
+                if let Err(status) = send(s, &mut in_flight, pg, shared.epoch, cursor, bytes, hint)
+                {
                     failure = Some(status);
                     break;
                 }
-                in_flight.push_back(InFlight {
-                    from: cursor,
-                    hint,
-                    sent: tokio::time::Instant::now(),
-                });
                 cursor = last;
             }
-            if failure.is_some() {
-            } else if let Some(oldest) = in_flight.front() {
+            if let Some(oldest) = in_flight.front().filter(|_| failure.is_none()) {
                 let overdue = oldest.sent + RPC_TIMEOUT;
                 tokio::select! {
                     ack = s.next_ack() => match ack {
@@ -639,7 +653,7 @@ async fn send_loop(shared: Arc<Shared>, pg: PgId, i: usize, client: SegmentClien
                         )));
                     }
                 }
-            } else {
+            } else if failure.is_none() {
                 // Nothing to send: wait for new records. Meanwhile keep the SCL of a segment
                 // that is catching up by gossip fresh (or commits would wait on a stale view),
                 // and tell an idle segment the VDL moved, so it knows it is complete up to it.
@@ -654,13 +668,11 @@ async fn send_loop(shared: Arc<Shared>, pg: PgId, i: usize, client: SegmentClien
                         Err(status) => failure = Some(status),
                     }
                 } else if hint.vdl > hinted {
-                    match s.send(pg, shared.epoch, Bytes::new(), hint) {
-                        Ok(()) => in_flight.push_back(InFlight {
-                            from: cursor,
-                            hint,
-                            sent: tokio::time::Instant::now(),
-                        }),
-                        Err(status) => failure = Some(status),
+                    let heartbeat = Bytes::new();
+                    if let Err(status) =
+                        send(s, &mut in_flight, pg, shared.epoch, cursor, heartbeat, hint)
+                    {
+                        failure = Some(status);
                     }
                 }
             }
