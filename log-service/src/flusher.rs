@@ -87,7 +87,7 @@ impl Flusher {
     /// Starts the flusher thread for `file`, whose records end at `end`, all of them durable.
     /// Everything from `end` on must be zeros or absent.
     pub fn start(name: String, file: File, end: u64) -> std::io::Result<Flusher> {
-        let allocated = file.metadata()?.len().max(end);
+        let log = LogFile::new(file, end)?;
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 queue: Vec::new(),
@@ -102,13 +102,6 @@ impl Flusher {
             failed: false,
         });
         let thread_shared = shared.clone();
-        let log = LogFile {
-            file,
-            end,
-            allocated,
-            preallocating: true,
-            uncached: 0,
-        };
         let thread = thread::Builder::new()
             .name(name)
             .spawn(move || run(&thread_shared, log, &tx))?;
@@ -163,8 +156,11 @@ impl Drop for Flusher {
     }
 }
 
-/// The flusher thread's view of its file.
-struct LogFile {
+/// A log file written the way a segment writes it: records appended with one `pwrite` and made
+/// durable with one `fdatasync`, zeros kept written ahead of them, old pages dropped from the
+/// page cache. The flusher thread owns one; a caller that groups its own writes (the
+/// benchmark's six-copy floor) can drive one directly, with the same disk behaviour.
+pub struct LogFile {
     file: File,
     /// Where the records end: the next batch is written here.
     end: u64,
@@ -174,15 +170,63 @@ struct LogFile {
     preallocating: bool,
     /// Below this offset the file's pages were dropped from the page cache.
     uncached: u64,
+    /// One piece of zeros, written ahead of the records.
+    zeros: Vec<u8>,
+    /// An append failed: the file takes no more (see *Failure* above).
+    failed: bool,
 }
 
 impl LogFile {
-    fn write_and_sync(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        self.file.write_all_at(bytes, self.end)?;
-        self.file.sync_data()?;
+    /// Takes over `file`, whose records end at `end`, all of them durable. Everything from
+    /// `end` on must be zeros or absent.
+    pub fn new(file: File, end: u64) -> std::io::Result<LogFile> {
+        let allocated = file.metadata()?.len().max(end);
+        Ok(LogFile {
+            file,
+            end,
+            allocated,
+            preallocating: true,
+            uncached: 0,
+            zeros: vec![0u8; PREALLOCATE_PIECE_BYTES],
+            failed: false,
+        })
+    }
+
+    /// Where the records end; every byte below it is durable.
+    pub fn end(&self) -> u64 {
+        self.end
+    }
+
+    /// Appends `bytes` after the records and makes them durable. After an error the file
+    /// refuses every later append: what the failed one left behind is unknown (see *Failure*).
+    pub fn append_durable(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        if self.failed {
+            return Err(std::io::Error::other(
+                "an earlier write or fsync of this log failed",
+            ));
+        }
+        let written = self
+            .file
+            .write_all_at(bytes, self.end)
+            .and_then(|()| self.file.sync_data());
+        if written.is_err() {
+            self.failed = true;
+            return written;
+        }
         self.end += bytes.len() as u64;
         self.allocated = self.allocated.max(self.end);
         Ok(())
+    }
+
+    /// The work between appends: drops old pages from the page cache and writes one piece of
+    /// zeros ahead if fewer than [`PREALLOCATE_AHEAD_BYTES`] are. Returns whether more zeros
+    /// are wanted.
+    pub fn between_appends(&mut self) -> bool {
+        self.drop_cached_behind();
+        if self.wants_zeros() {
+            self.preallocate_piece();
+        }
+        self.wants_zeros()
     }
 
     /// Frees the cached pages of records more than [`LOG_CACHED_BYTES`] behind the end: all
@@ -203,17 +247,17 @@ impl LogFile {
 
     /// Writes one piece of zeros past the end and starts writing it back, so the next
     /// fdatasync finds little of it still dirty.
-    fn preallocate_piece(&mut self, zeros: &[u8]) {
+    fn preallocate_piece(&mut self) {
         let at = self.allocated;
-        if let Err(e) = self.file.write_all_at(zeros, at) {
+        if let Err(e) = self.file.write_all_at(&self.zeros, at) {
             // Most likely a full disk. The records written so far are untouched; appends go on
             // into what is allocated and then grow the file until a write fails.
             tracing::warn!(error = %e, offset = at, "cannot preallocate the segment log; appending without");
             self.preallocating = false;
             return;
         }
-        self.allocated = at + zeros.len() as u64;
-        start_writeback(&self.file, at, zeros.len() as u64);
+        self.allocated = at + self.zeros.len() as u64;
+        start_writeback(&self.file, at, self.zeros.len() as u64);
     }
 }
 
@@ -251,7 +295,6 @@ fn start_writeback(file: &File, offset: u64, len: u64) {
 }
 
 fn run(shared: &Shared, mut log: LogFile, tx: &watch::Sender<FlushProgress>) {
-    let zeros = vec![0u8; PREALLOCATE_PIECE_BYTES];
     let mut batch = Vec::new();
     loop {
         {
@@ -267,10 +310,10 @@ fn run(shared: &Shared, mut log: LogFile, tx: &watch::Sender<FlushProgress>) {
         }
         if batch.is_empty() {
             // Idle: one piece of zeros at a time, so a new batch waits for at most one.
-            log.preallocate_piece(&zeros);
+            log.between_appends();
             continue;
         }
-        if let Err(e) = log.write_and_sync(&batch) {
+        if let Err(e) = log.append_durable(&batch) {
             tracing::error!(error = %e, "log write or fsync failed; the segment stops acknowledging writes");
             shared.lock().failed = true;
             tx.send_modify(|p| p.failed = true);
@@ -283,9 +326,6 @@ fn run(shared: &Shared, mut log: LogFile, tx: &watch::Sender<FlushProgress>) {
             synced: log.end,
             failed: false,
         });
-        log.drop_cached_behind();
-        if log.wants_zeros() {
-            log.preallocate_piece(&zeros);
-        }
+        log.between_appends();
     }
 }
