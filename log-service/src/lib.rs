@@ -19,6 +19,7 @@ pub mod error;
 pub mod flusher;
 pub mod gossip;
 pub mod limits;
+pub mod lsn_index;
 pub mod placement;
 pub mod record;
 pub mod recovery;

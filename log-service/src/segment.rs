@@ -23,10 +23,9 @@
 //! - A record covered by the declaration is never indexed, acknowledged or served.
 //! - Every record served is CRC-checked again after being read back from the file.
 
-use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::ops::{Bound, Range};
+use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -43,16 +42,9 @@ use crate::limits::{
     MATERIALIZE_WAIT_MAX, SEGMENT_RECORDS_MAX, UNMATERIALIZED_RECORDS_MAX,
     VDL_HINT_PERSIST_INTERVAL,
 };
+use crate::lsn_index::{Entry, LsnIndex};
 use crate::record;
 use crate::types::{Epoch, Lsn, NodeId, PgId};
-
-/// Where a record is in the hot log file.
-#[derive(Debug, Clone, Copy)]
-struct Entry {
-    offset: u64,
-    len: u32,
-    prev: Lsn,
-}
 
 /// The durable control state of a segment.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,7 +118,7 @@ pub struct ReadResult {
 }
 
 struct Inner {
-    index: BTreeMap<Lsn, Entry>,
+    index: LsnIndex,
     scl: Lsn,
     /// See [`SegmentState::complete_lsn`]; not persisted: the writer repeats it.
     complete: Lsn,
@@ -181,7 +173,7 @@ impl Segment {
         sync_dir(dir)?;
         let bytes = std::fs::read(&log_path)?;
         let mut report = OpenReport::default();
-        let mut index = BTreeMap::new();
+        let mut index = LsnIndex::new();
         let mut at = 0usize;
         while at < bytes.len() {
             match record::decode(&bytes[at..]) {
@@ -192,11 +184,14 @@ impl Segment {
                     } else if meta.declaration.covers(rec.header.lsn) {
                         report.truncated_dropped += 1;
                     } else {
-                        index.entry(rec.header.lsn).or_insert(Entry {
-                            offset: at as u64,
-                            len: len as u32,
-                            prev: rec.header.prev_lsn,
-                        });
+                        index.insert(
+                            rec.header.lsn,
+                            Entry {
+                                offset: at as u64,
+                                len: len as u32,
+                                prev: rec.header.prev_lsn,
+                            },
+                        );
                     }
                     at += len;
                 }
@@ -281,14 +276,14 @@ impl Segment {
         let inner = self.lock();
         // LSNs are dense over the volume, so a PG holds at most one record per LSN above M: a
         // short distance settles it without walking the index on every append.
-        let max = inner.index.keys().next_back().copied().unwrap_or(Lsn::ZERO);
+        let max = inner.index.last().unwrap_or(Lsn::ZERO);
         let distance = max.get().saturating_sub(materialized.get());
         if distance <= UNMATERIALIZED_RECORDS_MAX as u64 {
             return distance as usize;
         }
         inner
             .index
-            .range((Bound::Excluded(materialized), Bound::Unbounded))
+            .above(materialized)
             .take(UNMATERIALIZED_RECORDS_MAX + 1)
             .count()
     }
@@ -343,7 +338,7 @@ impl Segment {
             pg: self.pg,
             epoch: inner.meta.epoch,
             scl: inner.scl,
-            max_lsn: inner.index.keys().next_back().copied().unwrap_or(Lsn::ZERO),
+            max_lsn: inner.index.last().unwrap_or(Lsn::ZERO),
             vdl_hint: inner.meta.vdl_hint,
             declaration: inner.meta.declaration.clone(),
             record_count: inner.index.len() as u64,
@@ -354,11 +349,7 @@ impl Segment {
     /// The lowest LSN held above SCL: the end of the first hole, if there is one.
     pub fn first_held_above_scl(&self) -> Option<Lsn> {
         let inner = self.lock();
-        inner
-            .index
-            .range((Bound::Excluded(inner.scl), Bound::Unbounded))
-            .next()
-            .map(|(l, _)| *l)
+        inner.index.above(inner.scl).next().map(|(l, _)| l)
     }
 
     /// Persists `records` (concatenated encoded redo of this PG) and returns the SCL once they
@@ -408,10 +399,10 @@ impl Segment {
             let mut fresh = Vec::with_capacity(views.len());
             let mut len = 0u64;
             // A writer's records usually lie above everything held: no lookup needed.
-            let max_held = inner.index.last_key_value().map_or(Lsn::ZERO, |(l, _)| *l);
+            let max_held = inner.index.last().unwrap_or(Lsn::ZERO);
             for v in &views {
                 let lsn = v.header.lsn;
-                let held = lsn <= max_held && inner.index.contains_key(&lsn);
+                let held = lsn <= max_held && inner.index.contains(lsn);
                 if held || inner.meta.declaration.covers(lsn) {
                     continue;
                 }
@@ -455,7 +446,7 @@ impl Segment {
         for (lsn, entry) in fresh {
             // The declaration may have changed while we waited for the fsync.
             if !inner.meta.declaration.covers(lsn) {
-                inner.index.entry(lsn).or_insert(entry);
+                inner.index.insert(lsn, entry);
             }
         }
         inner.advance_scl();
@@ -570,25 +561,17 @@ impl Segment {
             let mut bytes = 0usize;
             let mut more = false;
             if after < through {
-                for (lsn, e) in inner
-                    .index
-                    .range((Bound::Excluded(after), Bound::Included(through)))
-                {
+                for (lsn, e) in inner.index.range(after, through) {
                     if !entries.is_empty() && bytes + e.len as usize > max_bytes {
                         more = true;
                         break;
                     }
                     bytes += e.len as usize;
-                    entries.push((*lsn, *e));
+                    entries.push((lsn, e));
                 }
             }
             let base = if inner.scl >= after {
-                inner
-                    .index
-                    .range(..=after)
-                    .next_back()
-                    .map(|(l, _)| *l)
-                    .unwrap_or(Lsn::ZERO)
+                inner.index.last_at_or_below(after).unwrap_or(Lsn::ZERO)
             } else {
                 Lsn::ZERO
             };
@@ -641,7 +624,7 @@ impl Segment {
             tracing::error!(pg = self.pg.get(), ?corrupt, file = %self.log_path.display(), "corrupt records found on read; dropped, gossip will refetch");
             let mut inner = self.lock();
             for lsn in &corrupt {
-                inner.index.remove(lsn);
+                inner.index.remove(*lsn);
             }
             inner.recompute_scl();
             inner.complete = inner.scl;
@@ -684,11 +667,11 @@ impl Inner {
     /// Extends SCL along the backlink chain from where it is.
     fn advance_scl(&mut self) {
         let mut scl = self.scl;
-        for (lsn, e) in self.index.range((Bound::Excluded(scl), Bound::Unbounded)) {
+        for (lsn, e) in self.index.above(scl) {
             if e.prev != scl {
                 break;
             }
-            scl = *lsn;
+            scl = lsn;
         }
         self.scl = scl;
     }
@@ -700,7 +683,7 @@ impl Inner {
 
     fn drop_declared(&mut self) {
         let declaration = &self.meta.declaration;
-        self.index.retain(|lsn, _| !declaration.covers(*lsn));
+        self.index.retain(|lsn| !declaration.covers(lsn));
         self.recompute_scl();
         self.complete = self.scl;
     }
