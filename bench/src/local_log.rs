@@ -20,7 +20,7 @@ use sixfold_log_service::{Lsn, PageId};
 use crate::log_bench::{Mtr, Target};
 
 /// How long a committer waits when the flusher's queue is full.
-const QUEUE_FULL_BACKOFF: std::time::Duration = std::time::Duration::from_millis(1);
+pub const QUEUE_FULL_BACKOFF: std::time::Duration = std::time::Duration::from_millis(1);
 
 pub struct LocalLog {
     flusher: Flusher,
@@ -41,30 +41,36 @@ impl LocalLog {
     }
 }
 
+/// Encodes `mtr` as one PG's records would be, at LSNs taken from `next_lsn` (each record's
+/// backlink is the LSN before it): the same bytes a segment writes.
+pub fn encode_mtr(mtr: &Mtr, next_lsn: &AtomicU64) -> Vec<u8> {
+    let n = mtr.page_ids.len() as u64;
+    let first = next_lsn.fetch_add(n, Ordering::Relaxed);
+    let mut bytes =
+        Vec::with_capacity(mtr.page_ids.len() * (record::RECORD_HEADER_BYTES + mtr.payload.len()));
+    for (i, page) in mtr.page_ids.iter().enumerate() {
+        let lsn = first + i as u64;
+        let flags = if i + 1 == mtr.page_ids.len() {
+            FLAG_CPL
+        } else {
+            0
+        };
+        record::encode(
+            &mut bytes,
+            Lsn(lsn),
+            Lsn(lsn - 1),
+            PageId(*page),
+            flags,
+            mtr.kind,
+            &mtr.payload,
+        );
+    }
+    bytes
+}
+
 impl Target for LocalLog {
     async fn commit(&self, mtr: &Mtr) -> anyhow::Result<()> {
-        let n = mtr.page_ids.len() as u64;
-        let first = self.next_lsn.fetch_add(n, Ordering::Relaxed);
-        let mut bytes = Vec::with_capacity(
-            mtr.page_ids.len() * (record::RECORD_HEADER_BYTES + mtr.payload.len()),
-        );
-        for (i, page) in mtr.page_ids.iter().enumerate() {
-            let lsn = first + i as u64;
-            let flags = if i + 1 == mtr.page_ids.len() {
-                FLAG_CPL
-            } else {
-                0
-            };
-            record::encode(
-                &mut bytes,
-                Lsn(lsn),
-                Lsn(lsn - 1),
-                PageId(*page),
-                flags,
-                mtr.kind,
-                &mtr.payload,
-            );
-        }
+        let bytes = encode_mtr(mtr, &self.next_lsn);
         let at = loop {
             match self.flusher.enqueue(&[&bytes]) {
                 Ok(at) => break at,

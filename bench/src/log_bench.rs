@@ -3,14 +3,18 @@
 //!
 //! For each committer count, that many tokio tasks commit mini-transactions in a closed loop
 //! (each waits for its commit before sending the next) for a warm-up and then the measured
-//! seconds, twice:
+//! seconds, three times:
 //! 1. through a [`QuorumWriter`] to six real `sixfold storage` processes: acked when 4 of 6 have
 //!    fsync'd it and the VDL has reached it;
-//! 2. to one local file with group commit and `sync_data` ([`LocalLog`]): the same records, the
+//! 2. through the six-copy floor ([`SixCopyFloor`]): six minimal replica processes, acked when
+//!    4 of 6 have fsync'd it, with nothing a storage node could leave out left in;
+//! 3. to one local file with group commit and `sync_data` ([`LocalLog`]): the same records, the
 //!    same bytes, the same boxcar batching, one copy, no network.
 //!
-//! Both write under the same directory, so both pay for the same disk. The ratio of the two
-//! throughputs is what the replicated log path costs on this machine.
+//! All three write under the same directory, so all pay for the same disk. `sixfold / local`
+//! is what the replicated log path costs on this machine; `floor / local` is the most any
+//! six-copy design could keep of one copy's throughput here; `sixfold / floor` is what sixfold's
+//! own software costs on top of the six copies.
 
 use std::fmt::Write as _;
 use std::future::Future;
@@ -29,6 +33,8 @@ use tokio::task::JoinSet;
 
 use crate::local_log::LocalLog;
 use crate::procs::StorageCluster;
+use crate::six_copy_floor::SixCopyFloor;
+use crate::sync_probe::{self, SyncProbe};
 
 /// Commits before measuring starts: connections, page cache and file growth settle.
 const WARMUP: Duration = Duration::from_secs(1);
@@ -146,8 +152,9 @@ struct LevelResult {
     commits_per_s: f64,
     p50_ms: f64,
     p99_ms: f64,
-    /// CPU cores busy on average: the storage processes, and this process.
-    storage_cpu_cores: f64,
+    /// CPU cores busy on average: the processes that hold the copies (storage nodes or floor
+    /// replicas; none for the local file), and this process.
+    copies_cpu_cores: f64,
     bench_cpu_cores: f64,
 }
 
@@ -158,7 +165,7 @@ impl LevelResult {
             "commits_per_s": self.commits_per_s,
             "p50_ms": self.p50_ms,
             "p99_ms": self.p99_ms,
-            "storage_cpu_cores": self.storage_cpu_cores,
+            "copies_cpu_cores": self.copies_cpu_cores,
             "bench_cpu_cores": self.bench_cpu_cores,
         })
     }
@@ -167,12 +174,24 @@ impl LevelResult {
 struct Level {
     committers: usize,
     sixfold: LevelResult,
+    floor: LevelResult,
     local: LevelResult,
 }
 
 impl Level {
+    /// sixfold / local file: what the replicated log path keeps of one copy's throughput.
     fn ratio(&self) -> f64 {
         self.sixfold.commits_per_s / self.local.commits_per_s
+    }
+
+    /// floor / local file: the most any six-copy design keeps of it on this machine.
+    fn floor_ratio(&self) -> f64 {
+        self.floor.commits_per_s / self.local.commits_per_s
+    }
+
+    /// sixfold / floor: what sixfold's own software keeps of the six-copy floor.
+    fn software_ratio(&self) -> f64 {
+        self.sixfold.commits_per_s / self.floor.commits_per_s
     }
 }
 
@@ -216,6 +235,9 @@ pub async fn run(args: LogArgs) -> anyhow::Result<()> {
     .context("while opening the quorum writer: timed out")?
     .context("while opening the quorum writer")?;
     let sixfold = Arc::new(Sixfold { writer });
+    let bench = std::env::current_exe().context("while locating this binary")?;
+    let floor = Arc::new(SixCopyFloor::start(&bench, &dir)?);
+    let floor_pids = floor.pids();
     let local = Arc::new(LocalLog::create(&dir.join("local-file.log"))?);
     let workload = Workload {
         records_per_commit: args.records_per_commit,
@@ -223,6 +245,14 @@ pub async fn run(args: LogArgs) -> anyhow::Result<()> {
         pgs: args.pgs,
     };
     let measure = Duration::from_secs(args.seconds);
+    let probe_dir = dir.clone();
+    let probe = tokio::task::spawn_blocking(move || sync_probe::run(&probe_dir))
+        .await
+        .context("the sync probe panicked")??;
+    progress(format!(
+        "a 16 KiB append + fdatasync: {:.0} us with one log syncing, {:.0} us each with six at once",
+        probe.one_stream_us, probe.six_streams_us
+    ));
 
     let mut levels = Vec::new();
     for &committers in &args.committers {
@@ -233,27 +263,30 @@ pub async fn run(args: LogArgs) -> anyhow::Result<()> {
         )
         .await?;
         cluster.check_alive()?;
-        progress(format!(
-            "{committers:>4} committers: sixfold    {:>9.0} commits/s, p50 {:.2} ms, p99 {:.2} ms; CPU cores busy: storage {:.2}, bench {:.2}",
-            s.commits_per_s, s.p50_ms, s.p99_ms, s.storage_cpu_cores, s.bench_cpu_cores
-        ));
+        report_level(committers, "sixfold", &s);
+        let f = measured(
+            &floor_pids,
+            measure,
+            closed_loop(floor.clone(), &workload, committers, measure),
+        )
+        .await?;
+        report_level(committers, "six-copy floor", &f);
         let l = measured(
-            &storage_pids,
+            &[],
             measure,
             closed_loop(local.clone(), &workload, committers, measure),
         )
         .await?;
-        progress(format!(
-            "{committers:>4} committers: local file {:>9.0} commits/s, p50 {:.2} ms, p99 {:.2} ms; CPU cores busy: storage {:.2}, bench {:.2}",
-            l.commits_per_s, l.p50_ms, l.p99_ms, l.storage_cpu_cores, l.bench_cpu_cores
-        ));
+        report_level(committers, "local file", &l);
         levels.push(Level {
             committers,
             sixfold: s,
+            floor: f,
             local: l,
         });
     }
     drop(sixfold);
+    drop(floor);
     drop(local);
     // Kills the storage processes; an early return above does the same through Drop.
     drop(cluster);
@@ -268,16 +301,23 @@ pub async fn run(args: LogArgs) -> anyhow::Result<()> {
             "warmup_seconds": WARMUP.as_secs(),
             "dir": dir.display().to_string(),
             "filesystem": fs,
+            "sync_probe": {
+                "one_stream_us": probe.one_stream_us,
+                "six_streams_us": probe.six_streams_us,
+            },
             "levels": levels.iter().map(|l| json!({
                 "committers": l.committers,
                 "sixfold": l.sixfold.to_json(),
+                "six_copy_floor": l.floor.to_json(),
                 "local_file": l.local.to_json(),
                 "ratio": l.ratio(),
+                "floor_ratio": l.floor_ratio(),
+                "sixfold_to_floor": l.software_ratio(),
             })).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
-        print!("{}", table(&command, &args, &dir, &fs, &levels));
+        print!("{}", table(&command, &args, &dir, &fs, &probe, &levels));
     }
     Ok(())
 }
@@ -360,14 +400,21 @@ async fn closed_loop<T: Target>(
     Ok(all)
 }
 
-/// Runs one level and adds its rates and the CPU the storage processes and the bench used.
+fn report_level(committers: usize, target: &str, r: &LevelResult) {
+    progress(format!(
+        "{committers:>4} committers: {target:<14} {:>9.0} commits/s, p50 {:.2} ms, p99 {:.2} ms; CPU cores busy: copies {:.2}, bench {:.2}",
+        r.commits_per_s, r.p50_ms, r.p99_ms, r.copies_cpu_cores, r.bench_cpu_cores
+    ));
+}
+
+/// Runs one level and adds its rates and the CPU that `copies_pids` and the bench used.
 async fn measured(
-    storage_pids: &[u32],
+    copies_pids: &[u32],
     measure: Duration,
     level: impl Future<Output = anyhow::Result<Histogram<u64>>>,
 ) -> anyhow::Result<LevelResult> {
     let started = Instant::now();
-    let storage_before = storage_pids
+    let copies_before = copies_pids
         .iter()
         .filter_map(|p| cpu_ticks(&p.to_string()))
         .sum::<u64>();
@@ -375,7 +422,7 @@ async fn measured(
     let hist = level.await?;
     let commits = hist.len();
     let wall_s = started.elapsed().as_secs_f64();
-    let storage_after = storage_pids
+    let copies_after = copies_pids
         .iter()
         .filter_map(|p| cpu_ticks(&p.to_string()))
         .sum::<u64>();
@@ -388,7 +435,7 @@ async fn measured(
         commits_per_s: commits as f64 / measure.as_secs_f64(),
         p50_ms: hist.value_at_quantile(0.50) as f64 / 1000.0,
         p99_ms: hist.value_at_quantile(0.99) as f64 / 1000.0,
-        storage_cpu_cores: cores(storage_before, storage_after),
+        copies_cpu_cores: cores(copies_before, copies_after),
         bench_cpu_cores: match (bench_before, bench_after) {
             (Some(b), Some(a)) => cores(b, a),
             _ => f64::NAN,
@@ -400,35 +447,54 @@ fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, LATENCY_US_MAX, 3).expect("valid histogram bounds")
 }
 
-fn table(command: &str, args: &LogArgs, dir: &Path, fs: &str, levels: &[Level]) -> String {
+fn table(
+    command: &str,
+    args: &LogArgs,
+    dir: &Path,
+    fs: &str,
+    probe: &SyncProbe,
+    levels: &[Level],
+) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "$ {command}");
     let _ = writeln!(
         out,
-        "log path: 6 storage processes (fsync) vs one local file (fsync), {} records x {} B per commit",
+        "log path: 6 storage processes vs 6 minimal replicas vs one local file (all fsync), {} records x {} B per commit",
         args.records_per_commit, args.record_bytes
     );
     let _ = writeln!(
         out,
-        "committers  sixfold commits/s  p50 ms  p99 ms | local-file commits/s  p50 ms  p99 ms | ratio"
+        "           |          sixfold          |       six-copy floor      |         local file        | ratios"
+    );
+    let _ = writeln!(
+        out,
+        "committers | commits/s  p50 ms  p99 ms | commits/s  p50 ms  p99 ms | commits/s  p50 ms  p99 ms | sixfold/local  floor/local  sixfold/floor"
     );
     for l in levels {
+        let _ = write!(out, "{:>10} |", l.committers);
+        for r in [&l.sixfold, &l.floor, &l.local] {
+            let _ = write!(
+                out,
+                " {:>9.0}  {:>6.2}  {:>6.2} |",
+                r.commits_per_s, r.p50_ms, r.p99_ms
+            );
+        }
         let _ = writeln!(
             out,
-            "{:>10}  {:>17.0}  {:>6.2}  {:>6.2} | {:>20.0}  {:>6.2}  {:>6.2} | {:>5.2}",
-            l.committers,
-            l.sixfold.commits_per_s,
-            l.sixfold.p50_ms,
-            l.sixfold.p99_ms,
-            l.local.commits_per_s,
-            l.local.p50_ms,
-            l.local.p99_ms,
-            l.ratio()
+            " {:>13.2}  {:>11.2}  {:>13.2}",
+            l.ratio(),
+            l.floor_ratio(),
+            l.software_ratio()
         );
     }
     let _ = writeln!(
         out,
-        "({} s per level after {} s warm-up; {} PG(s); both logs under {} ({fs}); ratio = sixfold / local file)",
+        "disk: a 16 KiB append + fdatasync takes {:.0} us with one log syncing, {:.0} us each with six logs syncing at once",
+        probe.one_stream_us, probe.six_streams_us
+    );
+    let _ = writeln!(
+        out,
+        "({} s per level after {} s warm-up; {} PG(s); all logs under {} ({fs}))",
         args.seconds,
         WARMUP.as_secs(),
         args.pgs,

@@ -5,6 +5,9 @@
 //!   against one local file with group commit.
 //! - [`procs`]: starting and stopping real `sixfold storage` processes.
 //! - [`local_log`]: the one-file group-commit baseline.
+//! - [`six_copy_floor`]: the least six replicas can cost on this machine (and the hidden
+//!   `replica` subcommand that runs one of them).
+//! - [`sync_probe`]: how much slower one log's fdatasync gets when six sync at once.
 //!
 //! The harness talks to storage only through the public quorum writer, as compute does; it must
 //! not reach into storage internals, or it would measure something compute cannot get.
@@ -18,6 +21,8 @@ mod local_log;
 mod log_bench;
 mod page_bench;
 mod procs;
+mod six_copy_floor;
+mod sync_probe;
 
 use clap::{Parser, Subcommand};
 
@@ -40,13 +45,18 @@ enum Command {
     /// The page path: GetPage@LSN (cache hit and miss) and materialization on one segment vs
     /// random 8 KiB preads from one file.
     Pages(page_bench::PagesArgs),
+    /// One replica of the log benchmark's six-copy floor (started by `log`, not by hand).
+    #[command(hide = true)]
+    Replica(six_copy_floor::ReplicaArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Runtime::new()?;
+    let runtime = tokio::runtime::Runtime::new;
     match cli.command {
-        Command::Log(args) => runtime.block_on(log_bench::run(args)),
-        Command::Pages(args) => runtime.block_on(page_bench::run(args)),
+        Command::Log(args) => runtime()?.block_on(log_bench::run(args)),
+        Command::Pages(args) => runtime()?.block_on(page_bench::run(args)),
+        // A plain blocking process: the floor's replicas have no async runtime.
+        Command::Replica(args) => six_copy_floor::replica(args),
     }
 }
