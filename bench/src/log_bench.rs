@@ -12,9 +12,9 @@
 //!    same bytes, the same boxcar batching, one copy, no network.
 //!
 //! All three write under the same directory, so all pay for the same disk. `sixfold / local`
-//! is what the replicated log path costs on this machine; `floor / local` is the most any
-//! six-copy design could keep of one copy's throughput here; `sixfold / floor` is what sixfold's
-//! own software costs on top of the six copies.
+//! is what the replicated log path costs on this machine; `floor / local` is what six copies
+//! with nothing but system calls keep of one copy's throughput here; `sixfold / floor` is what
+//! sixfold's own software costs on top of the six copies.
 
 use std::fmt::Write as _;
 use std::future::Future;
@@ -184,7 +184,7 @@ impl Level {
         self.sixfold.commits_per_s / self.local.commits_per_s
     }
 
-    /// floor / local file: the most any six-copy design keeps of it on this machine.
+    /// floor / local file: what six minimal replicas keep of it on this machine.
     fn floor_ratio(&self) -> f64 {
         self.floor.commits_per_s / self.local.commits_per_s
     }

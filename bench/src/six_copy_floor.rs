@@ -10,9 +10,10 @@
 //! window) and acks the bytes it holds; and a writer that queues every commit's records, ships
 //! everything queued as one frame to all six, and acknowledges a commit once four replicas hold
 //! it. No gRPC, no async runtime in the replicas, no index, no CRC checks, no materializer, no
-//! gossip, no recovery: nothing a real storage node can leave out, left in. Whatever sixfold
-//! does, it cannot beat this on the same machine, so `floor / local file` bounds the ratio any
-//! six-copy design can reach here, and `sixfold / floor` is what sixfold's software costs.
+//! gossip, no recovery: only the work no replica can skip. It is a practical floor, not a proof:
+//! a log that does all of that work on top will not do much better on the same machine, so
+//! `floor / local file` says what six copies can keep here, and `sixfold / floor` is what
+//! sixfold's own software costs.
 //!
 //! The wire format (replica side, trusted bench-only traffic, still checked): the writer sends
 //! frames `len: u32 LE ‖ bytes`; the replica answers each group it made durable with the total
